@@ -1,0 +1,39 @@
+"""Layers for the torch binding: HF names (`weight`, `bias`) and BERT's initialisation."""
+
+import torch
+from torch import nn as _nn
+
+Module = _nn.Module
+ModuleList = _nn.ModuleList
+
+
+class Linear(_nn.Linear):
+    def __init__(self, in_features: int, out_features: int, init_std: float = 0.02):
+        super().__init__(in_features, out_features)
+        _nn.init.normal_(self.weight, std=init_std)
+        _nn.init.zeros_(self.bias)
+
+
+class Embedding(_nn.Embedding):
+    """`padding_idx` as in HF: its row starts at zero and gets no gradient."""
+
+    def __init__(self, num_embeddings: int, dim: int, init_std: float = 0.02, padding_idx=None):
+        super().__init__(num_embeddings, dim, padding_idx=padding_idx)
+        _nn.init.normal_(self.weight, std=init_std)
+        if padding_idx is not None:
+            with torch.no_grad():
+                self.weight[padding_idx].zero_()
+
+
+class LayerNorm(_nn.LayerNorm):
+    def __init__(self, dim: int, eps: float):
+        super().__init__(dim, eps=eps)
+
+
+class Dropout(_nn.Dropout):
+    def __init__(self, p: float):
+        super().__init__(p)
+
+
+def zeros_parameter(size: int):
+    return _nn.Parameter(torch.zeros(size))

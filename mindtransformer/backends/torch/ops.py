@@ -1,0 +1,59 @@
+"""Ops for the torch binding. Shapes: B batch, T tokens, N heads, D head size, H = N * D."""
+
+import torch
+import torch.nn.functional as F
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,  # exact erf GELU, as google's BERT
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+}
+
+
+def activation(x, name: str):
+    return _ACTIVATIONS[name](x)
+
+
+def attention_bias(attention_mask):
+    """(B, T) 1/0 mask -> what `attention` takes: a (B, 1, 1, T) bool mask, or None if all ones.
+
+    None lets scaled_dot_product_attention pick its fused kernel when nothing is padded.
+    """
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask[:, None, None, :].bool()
+
+
+def attention(query, key, value, bias, dropout_p: float):
+    """(B, N, T, D) x3 -> (B, N, T, D), softmax(q k^T / sqrt(D) masked) v."""
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
+
+
+def split_heads(x, num_heads: int):
+    """(B, T, H) -> (B, N, T, D)."""
+    batch, length, hidden = x.shape
+    return x.view(batch, length, num_heads, hidden // num_heads).transpose(1, 2)
+
+
+def merge_heads(x):
+    """(B, N, T, D) -> (B, T, H)."""
+    batch, heads, length, size = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * size)
+
+
+def linear(x, weight, bias):
+    return F.linear(x, weight, bias)
+
+
+tanh = torch.tanh
+
+
+def shape(x):
+    return tuple(x.shape)
+
+
+def reshape(x, new_shape):
+    return x.reshape(new_shape)

@@ -1,0 +1,299 @@
+"""The one BERT definition: module tree, forward math and every head, for all backends.
+
+This file imports no framework. `modeling_for(backend)` executes it once per backend with that
+backend's `nn` (layers, module base) and `ops` (functions) bound below, so the math is written
+once and attribute paths give HF's parameter names (`encoder.layer.0.attention.self.query.weight`).
+
+Shape legend: B batch, C choices, T tokens, H hidden, N heads, D head size (H = N * D),
+I intermediate, V vocabulary, L labels.
+"""
+
+from mindtransformer.backends import current_binding
+
+nn, ops = current_binding()
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        std = config.initializer_range
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, std, config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size, std)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size, std)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None):
+        length = ops.shape(input_ids)[1]
+        if token_type_ids is None:
+            types = self.token_type_embeddings.weight[0]  # (H,): every token is segment 0
+        else:
+            types = self.token_type_embeddings(token_type_ids)  # (B, T, H)
+        # Positions 0..T-1 are a slice of the table, (T, H), broadcast over the batch.
+        x = self.word_embeddings(input_ids) + types + self.position_embeddings.weight[:length]
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        std = config.initializer_range
+        self.num_attention_heads = config.num_attention_heads
+        self.dropout_prob = config.attention_probs_dropout_prob
+        self.query = nn.Linear(config.hidden_size, config.hidden_size, std)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size, std)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size, std)
+
+    def forward(self, queries, x, bias):
+        # queries (B, Tq, H) attend over x (B, T, H); Tq is T, or 1 when only [CLS] is needed.
+        n = self.num_attention_heads
+        q = ops.split_heads(self.query(queries), n)  # (B, N, Tq, D)
+        k = ops.split_heads(self.key(x), n)  # (B, N, T, D)
+        v = ops.split_heads(self.value(x), n)  # (B, N, T, D)
+        context = ops.attention(q, k, v, bias, self.dropout_prob if self.training else 0.0)
+        return ops.merge_heads(context)  # (B, Tq, H)
+
+
+class BertSelfOutput(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, config.initializer_range)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, queries, x, bias):
+        return self.output(self.self(queries, x, bias), queries)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size, config.initializer_range)
+        self.hidden_act = config.hidden_act
+
+    def forward(self, x):
+        return ops.activation(self.dense(x), self.hidden_act)  # (B, T, I)
+
+
+class BertOutput(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size, config.initializer_range)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, residual):
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, queries, x, bias):
+        attended = self.attention(queries, x, bias)
+        return self.output(self.intermediate(attended), attended)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.layer = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, x, bias, first_token_only=False):
+        # first_token_only: the caller reads only [CLS] of the last layer (pooler heads), so that
+        # layer computes queries, attention output and feed-forward for position 0 alone:
+        # (B, T, H) -> (B, 1, H). Keys and values still come from every token.
+        last = len(self.layer) - 1
+        for index, layer in enumerate(self.layer):
+            queries = x[:, :1] if first_token_only and index == last else x
+            x = layer(queries, x, bias)
+        return x
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, config.initializer_range)
+
+    def forward(self, x):
+        return ops.tanh(self.dense(x[:, 0]))  # (B, T, H) -> (B, H)
+
+
+class BertModel(nn.Module):
+    """Embeddings + encoder + pooler; returns last_hidden_state (B, T, H) and pooler_output (B, H)."""
+
+    def __init__(self, config, add_pooling_layer=True):
+        super().__init__()
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, first_token_only=False):
+        bias = ops.attention_bias(attention_mask)
+        x = self.embeddings(input_ids, token_type_ids)
+        return self.encoder(x, bias, first_token_only)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        x = self.encode(input_ids, attention_mask, token_type_ids)
+        if self.pooler is None:
+            return {"last_hidden_state": x}
+        return {"last_hidden_state": x, "pooler_output": self.pooler(x)}
+
+
+class BertPredictionHeadTransform(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, config.initializer_range)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
+        self.hidden_act = config.hidden_act
+
+    def forward(self, x):
+        return self.LayerNorm(ops.activation(self.dense(x), self.hidden_act))
+
+
+class BertLMPredictionHead(nn.Module):
+    """MLM decoder whose weight is the word-embedding table (tied); only the bias is its own."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.bias = nn.zeros_parameter(config.vocab_size)
+
+    def forward(self, x, word_embeddings):
+        return ops.linear(self.transform(x), word_embeddings, self.bias)  # (B, T, H) -> (B, T, V)
+
+
+class BertOnlyMLMHead(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+    def forward(self, x, word_embeddings):
+        return self.predictions(x, word_embeddings)
+
+
+class BertPreTrainingHeads(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2, config.initializer_range)
+
+    def forward(self, x, pooled, word_embeddings):
+        return self.predictions(x, word_embeddings), self.seq_relationship(pooled)
+
+
+class BertForPreTraining(nn.Module):
+    """MLM + NSP: prediction_logits (B, T, V), seq_relationship_logits (B, 2), 1 = random next."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        x = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        mlm, nsp = self.cls(x, self.bert.pooler(x), self.bert.embeddings.word_embeddings.weight)
+        return {"prediction_logits": mlm, "seq_relationship_logits": nsp}
+
+
+class BertForMaskedLM(nn.Module):
+    """logits (B, T, V). No pooler, as in HF."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        x = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        return {"logits": self.cls(x, self.bert.embeddings.word_embeddings.weight)}
+
+
+def _classifier_dropout(config):
+    return config.hidden_dropout_prob if config.classifier_dropout is None else config.classifier_dropout
+
+
+class BertForSequenceClassification(nn.Module):
+    """logits (B, L); L = num_labels, 1 for regression (STS-B)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        x = self.bert.encode(input_ids, attention_mask, token_type_ids, first_token_only=True)
+        return {"logits": self.classifier(self.dropout(self.bert.pooler(x)))}
+
+
+class BertForMultipleChoice(nn.Module):
+    """Inputs (B, C, T) -> logits (B, C): one score per [CLS] question [SEP] option [SEP]."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.bert = BertModel(config)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, 1, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        batch, choices, length = ops.shape(input_ids)
+        flat = (batch * choices, length)
+        attention_mask = None if attention_mask is None else ops.reshape(attention_mask, flat)
+        token_type_ids = None if token_type_ids is None else ops.reshape(token_type_ids, flat)
+        x = self.bert.encode(ops.reshape(input_ids, flat), attention_mask, token_type_ids, first_token_only=True)
+        scores = self.classifier(self.dropout(self.bert.pooler(x)))  # (B*C, 1)
+        return {"logits": ops.reshape(scores, (batch, choices))}
+
+
+class BertForTokenClassification(nn.Module):
+    """logits (B, T, L)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(_classifier_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        x = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        return {"logits": self.classifier(self.dropout(x))}
+
+
+class BertForQuestionAnswering(nn.Module):
+    """start_logits and end_logits, each (B, T)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2, config.initializer_range)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        logits = self.qa_outputs(self.bert.encode(input_ids, attention_mask, token_type_ids))  # (B, T, 2)
+        return {"start_logits": logits[:, :, 0], "end_logits": logits[:, :, 1]}
+
+
+# task name -> class; the class name is also HF's architecture name written to config.json.
+TASKS = {
+    "base": BertModel,
+    "pretraining": BertForPreTraining,
+    "masked_lm": BertForMaskedLM,
+    "sequence_classification": BertForSequenceClassification,
+    "question_answering": BertForQuestionAnswering,
+    "multiple_choice": BertForMultipleChoice,
+    "token_classification": BertForTokenClassification,
+}

@@ -1,0 +1,200 @@
+"""HF model folders: strict loading into either backend, and saving that `transformers` loads.
+
+A folder holds `config.json`, weights (`model.safetensors` or `pytorch_model.bin`) and the
+tokenizer files. Weights travel as HF-named numpy arrays, so both backends share this code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mindtransformer.backends import get_backend
+from mindtransformer.errors import UserInputError
+from mindtransformer.models.bert import BertConfig, build_model, check_task
+
+logger = logging.getLogger("mindtransformer")
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Keys that HF ties to another parameter: (tied key, the parameter it equals).
+TIED_KEYS = (("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"),
+             ("cls.predictions.decoder.bias", "cls.predictions.bias"))
+# Task-head weights sit beside `bert.`; they and the pooler may be absent and are then initialised.
+TASK_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+HEAD_PREFIXES = TASK_HEAD_PREFIXES + ("bert.pooler.", "pooler.")
+
+
+@dataclass
+class LoadReport:
+    """What strict loading found: everything else in the model came from the checkpoint."""
+    weights_file: str
+    initialized: list = field(default_factory=list)  # head weights absent from the checkpoint
+    unexpected: list = field(default_factory=list)  # checkpoint weights this task does not use
+
+    def lines(self) -> list:
+        out = []
+        if self.initialized:
+            out.append(f"newly initialised (not in {self.weights_file}): {', '.join(self.initialized)}")
+        if self.unexpected:
+            out.append(f"unused weights of {self.weights_file}: {', '.join(self.unexpected)}")
+        return out
+
+
+# ---- reading weights ----------------------------------------------------------------------
+
+def find_weights(path: str) -> tuple:
+    """(model folder, weights file) for a folder or a weights file inside one."""
+    if os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path)), path
+    if not os.path.isdir(path):
+        raise UserInputError(f"{path}: no such file or folder; pass an HF model folder")
+    for name in WEIGHT_FILES:
+        candidate = os.path.join(path, name)
+        if os.path.isfile(candidate):
+            return path, candidate
+    raise UserInputError(f"{path}: no weights found (looked for {' or '.join(WEIGHT_FILES)}); "
+                         "pass an HF model folder that holds its weights")
+
+
+def read_weights(weights_file: str) -> dict:
+    """name -> float32 numpy array from a safetensors file or a torch state dict (never unpickled)."""
+    if weights_file.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+        try:
+            arrays = load_file(weights_file)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UserInputError(f"{weights_file}: not a readable safetensors file ({err}); "
+                                 "re-download or re-save the checkpoint") from None
+        except TypeError:  # bf16 has no numpy dtype: read through torch
+            from safetensors.torch import load_file as load_torch
+            arrays = {k: v.float().numpy() for k, v in load_torch(weights_file).items()}
+    else:
+        arrays = _read_torch_state(weights_file)
+    return {k: np.asarray(v, dtype=np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v)
+            for k, v in arrays.items()}
+
+
+def _read_torch_state(weights_file: str) -> dict:
+    import pickle
+    import torch
+
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"{weights_file}: not a readable torch checkpoint ({first}); "
+                             "pass pytorch_model.bin or model.safetensors from an HF model folder") from None
+    for wrapper in ("state_dict", "model", "module"):  # trainer checkpoints that wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(hasattr(v, "numpy") for v in state.values()):
+        raise UserInputError(f"{weights_file}: holds no name -> tensor mapping; pass an HF BERT state dict")
+    return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+
+
+# ---- matching names ------------------------------------------------------------------------
+
+def _hf_names(arrays: dict, expected: dict, weights_file: str) -> dict:
+    """Rename checkpoint keys to the model's: legacy gamma/beta, `bert.` prefix, tied keys."""
+    renamed = {}
+    for key, value in arrays.items():
+        if key.endswith("embeddings.position_ids"):  # a buffer old HF versions saved, not a weight
+            continue
+        if key.endswith(".gamma"):
+            key = key[:-len(".gamma")] + ".weight"
+        elif key.endswith(".beta"):
+            key = key[:-len(".beta")] + ".bias"
+        renamed[key] = value
+    model_prefixed = any(k.startswith("bert.") for k in expected)
+    ckpt_prefixed = any(k.startswith("bert.") for k in renamed)
+    if model_prefixed and not ckpt_prefixed:  # a BertModel checkpoint into a task model
+        renamed = {k if k.startswith(TASK_HEAD_PREFIXES) else "bert." + k: v for k, v in renamed.items()}
+    elif ckpt_prefixed and not model_prefixed:  # a task checkpoint into BertModel
+        renamed = {k[len("bert."):] if k.startswith("bert.") else k: v for k, v in renamed.items()}
+    for tied, source in TIED_KEYS:
+        if tied not in renamed:
+            continue
+        value = renamed.pop(tied)
+        if source not in renamed:
+            renamed[source] = value
+        elif renamed[source].shape != value.shape or not np.array_equal(renamed[source], value):
+            raise UserInputError(f"{weights_file}: {tied} differs from {source}; BERT ties them and "
+                                 "untied MLM decoders are not supported")
+    return renamed
+
+
+def _is_head(name: str) -> bool:
+    return name.startswith(HEAD_PREFIXES)
+
+
+def match_weights(arrays: dict, expected: dict, weights_file: str, config_file: str) -> tuple:
+    """(arrays to load, LoadReport); shape mismatches and missing backbone weights are errors."""
+    arrays = _hf_names(arrays, expected, weights_file)
+    mismatched = [f"{k} is {tuple(arrays[k].shape)} in the weights but {expected[k]} by the config"
+                  for k in expected if k in arrays and tuple(arrays[k].shape) != expected[k]]
+    if mismatched:
+        raise UserInputError(
+            f"{weights_file}: {len(mismatched)} weights disagree with {config_file} ({mismatched[0]}); "
+            "use the config.json that came with these weights")
+    missing = [k for k in expected if k not in arrays]
+    backbone_missing = [k for k in missing if not _is_head(k)]
+    if backbone_missing:
+        raise UserInputError(
+            f"{weights_file}: {len(backbone_missing)} backbone weights are missing (first: {backbone_missing[0]}); "
+            "the file is incomplete or not a BERT checkpoint")
+    report = LoadReport(weights_file, initialized=missing, unexpected=sorted(k for k in arrays if k not in expected))
+    return {k: v for k, v in arrays.items() if k in expected}, report
+
+
+# ---- the public API ------------------------------------------------------------------------
+
+def from_pretrained(path: str, task: str = "base", backend: str = "torch", **config_overrides):
+    """A model for `task` on `backend` with the weights of an HF folder, loaded strictly.
+
+    Head weights absent from the checkpoint (a new classifier) are initialised and reported in
+    `model.load_report`; any other missing or mis-shaped weight is an error.
+    """
+    check_task(task)
+    folder, weights_file = find_weights(path)
+    config = BertConfig.from_pretrained(folder)
+    if config_overrides:
+        config = config.replace(**config_overrides)
+    model = build_model(config, task, backend)
+    bound = get_backend(backend)
+    arrays, report = match_weights(read_weights(weights_file), bound.parameter_shapes(model),
+                                   weights_file, os.path.join(folder, "config.json"))
+    bound.load_arrays(model, arrays)
+    bound.set_train(model, False)  # like HF: a loaded model starts in eval mode
+    model.load_report = report
+    model.pretrained_path = folder
+    for line in report.lines():
+        logger.info(line)
+    return model
+
+
+def save_pretrained(model, path: str, tokenizer=None) -> None:
+    """Write an HF folder: model.safetensors, tokenizer files, then config.json last.
+
+    Each file is written under a temporary name and renamed, and config.json comes last, so a
+    crash never leaves a folder that looks complete. The tokenizer defaults to the one of the
+    folder the model was loaded from.
+    """
+    from safetensors.numpy import save_file
+
+    from mindtransformer.data.tokenization import load_tokenizer
+    from mindtransformer.utils.files import atomic_path
+
+    os.makedirs(path, exist_ok=True)
+    arrays = get_backend(model.backend).named_arrays(model)
+    with atomic_path(os.path.join(path, "model.safetensors")) as tmp:
+        save_file(arrays, tmp, metadata={"format": "pt"})
+    source = getattr(model, "pretrained_path", None)
+    if tokenizer is None and source and os.path.isfile(os.path.join(source, "vocab.txt")):
+        tokenizer = load_tokenizer(source)
+    if tokenizer is not None:
+        tokenizer.save(path)
+    model.config.to_json_file(os.path.join(path, "config.json"), architectures=[type(model).__name__])

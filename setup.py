@@ -1,0 +1,34 @@
+"""mindtransformer: BERT pretraining and fine-tuning, one model definition, PyTorch and MindSpore backends."""
+
+from setuptools import find_packages, setup
+
+EXTRAS = {
+    # torch is pinned: this CPU wheel lies on the machine; an unpinned torch pulls a CUDA build.
+    "torch": ["torch==2.13.0"],
+    "mindspore": ["mindspore==2.10.0"],
+    "tensorflow": ["tensorflow-cpu==2.21.0"],
+    "mpi": ["mpi4py>=4.0"],
+    "hf": ["transformers>=5.0,<6"],
+    "test": ["pytest>=8"],
+}
+EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf") for req in EXTRAS[name]})
+
+setup(
+    name="mindtransformer",
+    version="0.1.0",
+    description=__doc__,
+    packages=find_packages(include=["mindtransformer", "mindtransformer.*"]),
+    package_data={"mindtransformer": ["resources/*"]},
+    python_requires=">=3.9",
+    install_requires=[
+        "numpy>=1.23,<2",  # MindSpore's kernels are built against NumPy 1.x
+        "tokenizers>=0.15",
+        "safetensors>=0.4",
+        "tqdm>=4.60",
+        "pyyaml>=6",
+        "matplotlib>=3.7",
+        "scikit-learn>=1.3",
+        "scipy>=1.10",
+    ],
+    extras_require=EXTRAS,
+)
