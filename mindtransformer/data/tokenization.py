@@ -71,6 +71,8 @@ class BertTokenizer:
             single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
             special_tokens=[("[CLS]", self.cls_token_id), ("[SEP]", self.sep_token_id)])
         tok.decoder = decoders.WordPiece(prefix="##")
+        # Marked special (ids unchanged): "[MASK]" in input text stays one token, and decode can skip them.
+        tok.add_special_tokens([t for t in SPECIAL_TOKENS.values() if t in self.vocab])
         self._tokenizer = tok
         self._settings = None  # (max_length, pad_to) currently applied to self._tokenizer
 
@@ -132,6 +134,7 @@ class BertTokenizer:
 
     def tokenize(self, text: str) -> list:
         """WordPiece tokens of one text, without special tokens."""
+        self._configure(None, None)
         return self._tokenizer.encode(text, add_special_tokens=False).tokens
 
     def convert_tokens_to_ids(self, tokens) -> list:

@@ -35,7 +35,11 @@ def check_task(task: str) -> str:
 
 def build_model(config: BertConfig, task: str = "base", backend: str = "torch"):
     """A randomly initialised model (BERT's init) for `task` on `backend`."""
-    model = modeling_for(backend).TASKS[check_task(task)](config)
+    if check_task(task) == "question_answering" and config.num_labels != 2:
+        # HF sizes qa_outputs by num_labels and splits it into start and end: it must be 2.
+        raise UserInputError(f"question_answering predicts a start and an end logit, so num_labels must be 2, "
+                             f"not {config.num_labels}; drop the num_labels override")
+    model = modeling_for(backend).TASKS[task](config)
     model.config = config
     model.task = task
     model.backend = backend
