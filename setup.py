@@ -9,6 +9,7 @@ EXTRAS = {
     "tensorflow": ["tensorflow-cpu==2.21.0"],
     "mpi": ["mpi4py>=4.0"],
     "hf": ["transformers>=5.0,<6"],
+    "deepspeed": ["deepspeed"],
     "test": ["pytest>=8"],
 }
 EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf") for req in EXTRAS[name]})
