@@ -44,3 +44,42 @@ def infer(model, inputs: dict) -> dict:
         outputs = model(to_tensor(inputs["input_ids"]), to_tensor(inputs["attention_mask"]),
                         to_tensor(inputs["token_type_ids"]))
     return {k: to_numpy(v) for k, v in outputs.items()}
+
+
+def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0):
+    """AdamW (bias-corrected, as torch.optim.AdamW); decay off for biases and LayerNorm."""
+    from mindtransformer.backends.common import no_decay
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
+              {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}]
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=learning_rate, eps=1e-6)
+    raise ValueError(f"optimizer {name!r} is not available on torch")
+
+
+class TrainStep:
+    """One optimisation step on a numpy batch: forward (with labels) -> loss -> backward -> update."""
+
+    def __init__(self, model, optimizer):
+        self.model, self.optimizer = model, optimizer
+
+    def __call__(self, batch: dict) -> float:
+        from mindtransformer.backends.common import forward_arguments
+
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.model(*[None if v is None else to_tensor(v) for v in forward_arguments(self.model, batch)])["loss"]
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def loss_and_gradients(model, batch: dict) -> tuple:
+    """(loss, {name: gradient}) for a numpy batch with labels, as numpy."""
+    from mindtransformer.backends.common import forward_arguments
+
+    model.zero_grad(set_to_none=True)
+    loss = model(*[None if v is None else to_tensor(v) for v in forward_arguments(model, batch)])["loss"]
+    loss.backward()
+    return float(loss.detach()), {n: to_numpy(p.grad) for n, p in model.named_parameters() if p.grad is not None}

@@ -57,3 +57,12 @@ def shape(x):
 
 def reshape(x, new_shape):
     return x.reshape(new_shape)
+
+
+def cross_entropy(logits, labels):
+    """Mean cross-entropy over labels != -100; logits (..., K), labels (...)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def mse(predictions, targets):
+    return F.mse_loss(predictions.float(), targets.float())

@@ -6,6 +6,9 @@ once and attribute paths give HF's parameter names (`encoder.layer.0.attention.s
 
 Shape legend: B batch, C choices, T tokens, H hidden, N heads, D head size (H = N * D),
 I intermediate, V vocabulary, L labels.
+
+Like HF, a head given its labels also returns "loss" (mean over labelled items; label -100 is
+ignored), so the loss is part of the one definition too.
 """
 
 from mindtransformer.backends import current_binding
@@ -204,10 +207,14 @@ class BertForPreTraining(nn.Module):
         self.bert = BertModel(config)
         self.cls = BertPreTrainingHeads(config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None):
+        # labels (B, T): the original token at masked positions, -100 elsewhere (HF's convention).
         x = self.bert.encode(input_ids, attention_mask, token_type_ids)
         mlm, nsp = self.cls(x, self.bert.pooler(x), self.bert.embeddings.word_embeddings.weight)
-        return {"prediction_logits": mlm, "seq_relationship_logits": nsp}
+        outputs = {"prediction_logits": mlm, "seq_relationship_logits": nsp}
+        if labels is not None and next_sentence_label is not None:
+            outputs["loss"] = ops.cross_entropy(mlm, labels) + ops.cross_entropy(nsp, next_sentence_label)
+        return outputs
 
 
 class BertForMaskedLM(nn.Module):
@@ -218,9 +225,12 @@ class BertForMaskedLM(nn.Module):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         x = self.bert.encode(input_ids, attention_mask, token_type_ids)
-        return {"logits": self.cls(x, self.bert.embeddings.word_embeddings.weight)}
+        logits = self.cls(x, self.bert.embeddings.word_embeddings.weight)
+        if labels is None:
+            return {"logits": logits}
+        return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
 
 
 def _classifier_dropout(config):
@@ -235,10 +245,16 @@ class BertForSequenceClassification(nn.Module):
         self.bert = BertModel(config)
         self.dropout = nn.Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels, config.initializer_range)
+        self.regression = config.problem_type == "regression" or (config.problem_type is None and config.num_labels == 1)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         x = self.bert.encode(input_ids, attention_mask, token_type_ids, first_token_only=True)
-        return {"logits": self.classifier(self.dropout(self.bert.pooler(x)))}
+        logits = self.classifier(self.dropout(self.bert.pooler(x)))
+        if labels is None:
+            return {"logits": logits}
+        if self.regression:  # labels (B,) floats, logits (B, 1)
+            return {"logits": logits, "loss": ops.mse(ops.reshape(logits, (-1,)), labels)}
+        return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
 
 
 class BertForMultipleChoice(nn.Module):
@@ -250,14 +266,17 @@ class BertForMultipleChoice(nn.Module):
         self.dropout = nn.Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, 1, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         batch, choices, length = ops.shape(input_ids)
         flat = (batch * choices, length)
         attention_mask = None if attention_mask is None else ops.reshape(attention_mask, flat)
         token_type_ids = None if token_type_ids is None else ops.reshape(token_type_ids, flat)
         x = self.bert.encode(ops.reshape(input_ids, flat), attention_mask, token_type_ids, first_token_only=True)
         scores = self.classifier(self.dropout(self.bert.pooler(x)))  # (B*C, 1)
-        return {"logits": ops.reshape(scores, (batch, choices))}
+        logits = ops.reshape(scores, (batch, choices))
+        if labels is None:
+            return {"logits": logits}
+        return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
 
 
 class BertForTokenClassification(nn.Module):
@@ -269,9 +288,13 @@ class BertForTokenClassification(nn.Module):
         self.dropout = nn.Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        # labels (B, T), -100 where no label (padding, word continuations)
         x = self.bert.encode(input_ids, attention_mask, token_type_ids)
-        return {"logits": self.classifier(self.dropout(x))}
+        logits = self.classifier(self.dropout(x))
+        if labels is None:
+            return {"logits": logits}
+        return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -282,9 +305,14 @@ class BertForQuestionAnswering(nn.Module):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None, end_positions=None):
         logits = self.qa_outputs(self.bert.encode(input_ids, attention_mask, token_type_ids))  # (B, T, 2)
-        return {"start_logits": logits[:, :, 0], "end_logits": logits[:, :, 1]}
+        start, end = logits[:, :, 0], logits[:, :, 1]
+        if start_positions is None or end_positions is None:
+            return {"start_logits": start, "end_logits": end}
+        # positions (B,): token indices of the answer span ([CLS] = 0 when the window has none)
+        loss = (ops.cross_entropy(start, start_positions) + ops.cross_entropy(end, end_positions)) / 2
+        return {"start_logits": start, "end_logits": end, "loss": loss}
 
 
 # task name -> class; the class name is also HF's architecture name written to config.json.

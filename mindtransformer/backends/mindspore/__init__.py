@@ -1,0 +1,110 @@
+"""MindSpore binding of the backend interface (see mindtransformer/backends/__init__.py)."""
+
+import numpy as np
+import mindspore as ms
+
+from mindtransformer.backends.mindspore import nn, ops  # noqa: F401  (the interface)
+
+name = "mindspore"
+
+
+def _parameters(model) -> dict:
+    return dict(model.parameters_and_names())
+
+
+def named_arrays(model) -> dict:
+    """HF-named parameters as float numpy arrays (copies)."""
+    return {k: v.asnumpy().astype(np.float32, copy=True) for k, v in _parameters(model).items()}
+
+
+def parameter_shapes(model) -> dict:
+    return {k: tuple(v.shape) for k, v in _parameters(model).items()}
+
+
+def load_arrays(model, arrays: dict) -> None:
+    """Copy numpy arrays into the parameters of the same names (names already checked)."""
+    params = _parameters(model)
+    for key, value in arrays.items():
+        target = params[key]
+        target.set_data(ms.Tensor(np.ascontiguousarray(value), dtype=target.dtype))
+
+
+def set_train(model, mode: bool):
+    return model.set_train(mode)
+
+
+def to_tensor(array):
+    return ms.Tensor(np.ascontiguousarray(array))
+
+
+def to_numpy(tensor) -> np.ndarray:
+    return tensor.astype(ms.float32).asnumpy()
+
+
+def infer(model, inputs: dict) -> dict:
+    """Run the model on numpy inputs (no gradients are taken in MindSpore unless asked); numpy outputs."""
+    outputs = model(to_tensor(inputs["input_ids"]), to_tensor(inputs["attention_mask"]),
+                    to_tensor(inputs["token_type_ids"]))
+    return {k: to_numpy(v) for k, v in outputs.items()}
+
+
+def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0):
+    """adamw (bias-corrected, the same math as torch's), adamweightdecay (google's BERT optimizer,
+    no bias correction) or lamb; decay off for biases and LayerNorm."""
+    from mindtransformer.backends.common import no_decay
+
+    params = model.trainable_params()
+    names = {id(p): n for n, p in model.parameters_and_names()}
+    decay = [p for p in params if not no_decay(names[id(p)])]
+    rest = [p for p in params if no_decay(names[id(p)])]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if name == "adamw":
+        # mint.optim.AdamW has no CPU kernel; the experimental one is built from plain ops.
+        from mindspore.experimental.optim import AdamW
+        return AdamW(groups, lr=learning_rate, eps=1e-6)
+    if name == "adamweightdecay":
+        return ms.nn.AdamWeightDecay(groups, learning_rate=learning_rate, eps=1e-6)
+    if name == "lamb":
+        return ms.nn.Lamb(groups, learning_rate=learning_rate)
+    raise ValueError(f"optimizer {name!r} is not available on mindspore")
+
+
+class TrainStep:
+    """One optimisation step on a numpy batch; `jit=True` compiles it as a MindSpore graph."""
+
+    def __init__(self, model, optimizer, jit: bool = False):
+        self.model, self.optimizer = model, optimizer
+        parameters = optimizer.parameters
+
+        def loss_of(*args):
+            return model(*args)["loss"]
+
+        grad_fn = ms.value_and_grad(loss_of, None, parameters)
+
+        def step(*args):
+            loss, grads = grad_fn(*args)
+            optimizer(grads)
+            return loss
+
+        self._step = ms.jit(step) if jit else step
+
+    def __call__(self, batch: dict) -> float:
+        from mindtransformer.backends.common import forward_arguments
+
+        self.model.set_train(True)
+        return float(self._step(*[None if v is None else to_tensor(v) for v in forward_arguments(self.model, batch)]).asnumpy())
+
+
+def loss_and_gradients(model, batch: dict) -> tuple:
+    """(loss, {name: gradient}) for a numpy batch with labels, as numpy."""
+    from mindtransformer.backends.common import forward_arguments
+
+    params = model.trainable_params()
+    names = {id(p): n for n, p in model.parameters_and_names()}
+
+    def loss_of(*args):
+        return model(*args)["loss"]
+
+    grad_fn = ms.value_and_grad(loss_of, None, params)
+    loss, grads = grad_fn(*[None if v is None else to_tensor(v) for v in forward_arguments(model, batch)])
+    return float(loss.asnumpy()), {names[id(p)]: to_numpy(g) for p, g in zip(params, grads)}

@@ -1,0 +1,74 @@
+"""Ops for the MindSpore binding. Shapes: B batch, T tokens, N heads, D head size, H = N * D."""
+
+import math
+
+import mindspore as ms
+from mindspore import ops as _ops
+
+
+def activation(x, name: str):
+    if name == "gelu":
+        return _ops.gelu(x, approximate="none")  # exact erf GELU; MindSpore's default is tanh
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return _ops.gelu(x, approximate="tanh")
+    if name == "relu":
+        return _ops.relu(x)
+    return _ops.silu(x)
+
+
+def attention_bias(attention_mask):
+    """(B, T) 1/0 mask -> additive (B, 1, 1, T) bias: 0 where attended, dtype-min where padded."""
+    if attention_mask is None:
+        return None
+    mask = _ops.cast(attention_mask, ms.float32)
+    return ((1.0 - mask) * -3.4028234663852886e38)[:, None, None, :]
+
+
+def attention(query, key, value, bias, dropout_p: float):
+    """(B, N, T, D) x3 -> (B, N, T, D): softmax(q k^T / sqrt(D) + bias) v."""
+    scale = 1.0 / math.sqrt(query.shape[-1])
+    scores = _ops.matmul(query * scale, _ops.transpose(key, (0, 1, 3, 2)))  # (B, N, Tq, T)
+    if bias is not None:
+        scores = scores + bias
+    probs = _ops.softmax(scores, -1)
+    if dropout_p > 0:
+        probs = _ops.dropout(probs, p=dropout_p, training=True)
+    return _ops.matmul(probs, value)
+
+
+def split_heads(x, num_heads: int):
+    """(B, T, H) -> (B, N, T, D)."""
+    batch, length, hidden = x.shape
+    return _ops.transpose(_ops.reshape(x, (batch, length, num_heads, hidden // num_heads)), (0, 2, 1, 3))
+
+
+def merge_heads(x):
+    """(B, N, T, D) -> (B, T, H)."""
+    batch, heads, length, size = x.shape
+    return _ops.reshape(_ops.transpose(x, (0, 2, 1, 3)), (batch, length, heads * size))
+
+
+def linear(x, weight, bias):
+    return _ops.dense(x, weight, bias)
+
+
+def tanh(x):
+    return _ops.tanh(x)
+
+
+def shape(x):
+    return x.shape
+
+
+def reshape(x, new_shape):
+    return _ops.reshape(x, new_shape)
+
+
+def cross_entropy(logits, labels):
+    """Mean cross-entropy over labels != -100; logits (..., K), labels (...)."""
+    flat = _ops.reshape(_ops.cast(logits, ms.float32), (-1, logits.shape[-1]))
+    return _ops.cross_entropy(flat, _ops.reshape(_ops.cast(labels, ms.int32), (-1,)), ignore_index=-100)
+
+
+def mse(predictions, targets):
+    return _ops.mse_loss(_ops.cast(predictions, ms.float32), _ops.cast(targets, ms.float32))
