@@ -15,10 +15,11 @@ import numpy as np
 from mindtransformer.backends import get_backend
 from mindtransformer.errors import UserInputError
 from mindtransformer.models.bert import BertConfig, build_model, check_task
+from mindtransformer.zoo_layout import is_zoo_layout, zoo_to_hf
 
 logger = logging.getLogger("mindtransformer")
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # then a single *.ckpt (MindSpore)
 # Keys that HF ties to another parameter: (tied key, the parameter it equals).
 TIED_KEYS = (("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings.weight"),
              ("cls.predictions.decoder.bias", "cls.predictions.bias"))
@@ -55,44 +56,44 @@ def find_weights(path: str) -> tuple:
         candidate = os.path.join(path, name)
         if os.path.isfile(candidate):
             return path, candidate
-    raise UserInputError(f"{path}: no weights found (looked for {' or '.join(WEIGHT_FILES)}); "
+    checkpoints = sorted(n for n in os.listdir(path) if n.endswith(".ckpt"))
+    if len(checkpoints) == 1:
+        return path, os.path.join(path, checkpoints[0])
+    if len(checkpoints) > 1:
+        raise UserInputError(f"{path}: several .ckpt files ({', '.join(checkpoints)}); pass the one to load")
+    raise UserInputError(f"{path}: no weights found (looked for {' or '.join(WEIGHT_FILES)} or a .ckpt); "
                          "pass an HF model folder that holds its weights")
 
 
-def read_weights(weights_file: str) -> dict:
-    """name -> float32 numpy array from a safetensors file or a torch state dict (never unpickled)."""
-    if weights_file.endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.numpy import load_file
-        try:
-            arrays = load_file(weights_file)
-        except (SafetensorError, OSError, ValueError) as err:
-            raise UserInputError(f"{weights_file}: not a readable safetensors file ({err}); "
-                                 "re-download or re-save the checkpoint") from None
-        except TypeError:  # bf16 has no numpy dtype: read through torch
-            from safetensors.torch import load_file as load_torch
-            arrays = {k: v.float().numpy() for k, v in load_torch(weights_file).items()}
-    else:
-        arrays = _read_torch_state(weights_file)
-    return {k: np.asarray(v, dtype=np.float32) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v)
-            for k, v in arrays.items()}
-
-
-def _read_torch_state(weights_file: str) -> dict:
-    import torch
-
+def read_raw_weights(weights_file: str) -> dict:
+    """HF name -> numpy array as stored, from model.safetensors, a torch state dict (read with
+    weights_only, never unpickled) or a MindSpore .ckpt (ours, or the model zoo's layout)."""
+    if weights_file.endswith(".ckpt"):
+        arrays = get_backend("mindspore").read_checkpoint(weights_file)
+        if is_zoo_layout(arrays):
+            arrays, ignored = zoo_to_hf(arrays, weights_file)
+            if ignored:
+                logger.info(f"{weights_file}: skipped {len(ignored)} entries that are not model weights "
+                            f"(optimizer state, counters: {', '.join(ignored[:3])}, ...)")
+        return arrays
+    if not weights_file.endswith(".safetensors"):
+        return get_backend("torch").read_state_dict(weights_file)
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
     try:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001  the weights-only unpickler raises many kinds on garbage
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserInputError(f"{weights_file}: not a readable torch checkpoint ({first}); "
-                             "pass pytorch_model.bin or model.safetensors from an HF model folder") from None
-    for wrapper in ("state_dict", "model", "module"):  # trainer checkpoints that wrap the weights
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    if not isinstance(state, dict) or not all(hasattr(v, "numpy") for v in state.values()):
-        raise UserInputError(f"{weights_file}: holds no name -> tensor mapping; pass an HF BERT state dict")
-    return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+        return load_file(weights_file)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserInputError(f"{weights_file}: not a readable safetensors file ({err}); "
+                             "re-download or re-save the checkpoint") from None
+    except TypeError:  # bf16 has no numpy dtype: read through torch
+        from safetensors.torch import load_file as load_torch
+        return {k: v.float().numpy() for k, v in load_torch(weights_file).items()}
+
+
+def read_weights(weights_file: str) -> dict:
+    """Like read_raw_weights, with floating-point arrays as float32 (what the models hold)."""
+    return {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+            for k, v in read_raw_weights(weights_file).items()}
 
 
 # ---- matching names ------------------------------------------------------------------------
@@ -151,21 +152,24 @@ def match_weights(arrays: dict, expected: dict, weights_file: str, config_file: 
 
 # ---- the public API ------------------------------------------------------------------------
 
-def from_pretrained(path: str, task: str = "base", backend: str = "torch", **config_overrides):
+def from_pretrained(path: str, task: str = "base", backend: str = "torch", config=None, **config_overrides):
     """A model for `task` on `backend` with the weights of an HF folder, loaded strictly.
 
-    Head weights absent from the checkpoint (a new classifier) are initialised and reported in
-    `model.load_report`; any other missing or mis-shaped weight is an error.
+    `path` is a folder or a weights file in one (model.safetensors, pytorch_model.bin, a .ckpt);
+    the config is the folder's config.json unless `config` (a BertConfig or a config.json path)
+    is given. Head weights absent from the checkpoint (a new classifier) are initialised and
+    reported in `model.load_report`; any other missing or mis-shaped weight is an error.
     """
     check_task(task)
     folder, weights_file = find_weights(path)
-    config = BertConfig.from_pretrained(folder)
+    config_source = "the given config" if isinstance(config, BertConfig) else (config or os.path.join(folder, "config.json"))
+    if not isinstance(config, BertConfig):
+        config = BertConfig.from_pretrained(config_source)
     if config_overrides:
         config = config.replace(**config_overrides)
     model = build_model(config, task, backend)
     bound = get_backend(backend)
-    arrays, report = match_weights(read_weights(weights_file), bound.parameter_shapes(model),
-                                   weights_file, os.path.join(folder, "config.json"))
+    arrays, report = match_weights(read_weights(weights_file), bound.parameter_shapes(model), weights_file, config_source)
     bound.load_arrays(model, arrays)
     bound.set_train(model, False)  # like HF: a loaded model starts in eval mode
     model.load_report = report

@@ -45,3 +45,13 @@ def mrpc_pairs():
 def waimai_reviews():
     with open(shared_file("chinese_sentiment", "waimai_10k", "waimai_10k.csv"), encoding="utf-8", newline="") as f:
         return [row["review"] for row in csv.DictReader(f)]
+
+
+@pytest.fixture(params=["PYNATIVE", "GRAPH"])
+def mindspore_mode(request):
+    """Run a test in MindSpore's PYNATIVE and in its GRAPH mode; PYNATIVE is restored after."""
+    import mindspore as ms
+
+    ms.set_context(mode=getattr(ms, f"{request.param}_MODE"))
+    yield request.param
+    ms.set_context(mode=ms.PYNATIVE_MODE)

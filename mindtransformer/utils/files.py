@@ -6,11 +6,14 @@ import tempfile
 
 
 @contextlib.contextmanager
-def atomic_path(path: str):
-    """Yield a temporary path beside `path`; on success it is renamed onto `path`."""
+def atomic_path(path: str, suffix: str = ".tmp"):
+    """Yield a temporary path beside `path`; on success it is renamed onto `path`.
+
+    `suffix` ends the temporary name, for writers that insist on an extension (".ckpt").
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp" + (suffix if suffix != ".tmp" else ""), dir=directory)
     os.close(fd)
     try:
         yield tmp

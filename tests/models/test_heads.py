@@ -6,7 +6,7 @@ import pytest
 from mindtransformer.backends import get_backend
 from mindtransformer.models.bert import TASK_NAMES, bert_tiny, build_model
 
-BACKENDS = ["torch"]
+BACKENDS = ["torch", "mindspore"]
 B, C, T, V, L = 3, 2, 9, 120, 4
 
 EXPECTED = {

@@ -65,7 +65,8 @@ def make_optimizer(model, name: str, learning_rate: float, weight_decay: float =
     if name == "adamweightdecay":
         return ms.nn.AdamWeightDecay(groups, learning_rate=learning_rate, eps=1e-6)
     if name == "lamb":
-        return ms.nn.Lamb(groups, learning_rate=learning_rate)
+        from mindtransformer.backends.mindspore.optim import Lamb
+        return Lamb(decay + rest, [weight_decay] * len(decay) + [0.0] * len(rest), learning_rate)
     raise ValueError(f"optimizer {name!r} is not available on mindspore")
 
 
@@ -108,3 +109,26 @@ def loss_and_gradients(model, batch: dict) -> tuple:
     grad_fn = ms.value_and_grad(loss_of, None, params)
     loss, grads = grad_fn(*[None if v is None else to_tensor(v) for v in forward_arguments(model, batch)])
     return float(loss.asnumpy()), {names[id(p)]: to_numpy(g) for p, g in zip(params, grads)}
+
+
+def read_checkpoint(path: str) -> dict:
+    """name -> numpy array from a MindSpore .ckpt."""
+    from mindtransformer.errors import UserInputError
+
+    try:
+        params = ms.load_checkpoint(path)
+    except Exception as err:  # noqa: BLE001  MindSpore raises ValueError/RuntimeError variously
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"{path}: not a readable MindSpore checkpoint ({first}); "
+                             "pass a .ckpt written by mindspore.save_checkpoint") from None
+    if not params:
+        raise UserInputError(f"{path}: the checkpoint holds no parameters")
+    return {name: value.asnumpy() for name, value in params.items()}
+
+
+def write_checkpoint(arrays: dict, path: str) -> None:
+    """Write {name: numpy array} as a .ckpt under a temporary name, then rename it onto `path`."""
+    from mindtransformer.utils.files import atomic_path
+
+    with atomic_path(path, suffix=".ckpt") as tmp:
+        ms.save_checkpoint([{"name": k, "data": ms.Tensor(np.ascontiguousarray(v))} for k, v in arrays.items()], tmp)

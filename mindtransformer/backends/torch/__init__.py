@@ -83,3 +83,22 @@ def loss_and_gradients(model, batch: dict) -> tuple:
     loss = model(*[None if v is None else to_tensor(v) for v in forward_arguments(model, batch)])["loss"]
     loss.backward()
     return float(loss.detach()), {n: to_numpy(p.grad) for n, p in model.named_parameters() if p.grad is not None}
+
+
+def read_state_dict(weights_file: str) -> dict:
+    """name -> numpy array from a torch checkpoint, loaded with weights_only (never a plain unpickle)."""
+    from mindtransformer.errors import UserInputError
+
+    try:
+        state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  the weights-only unpickler raises many kinds on garbage
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserInputError(f"{weights_file}: not a readable torch checkpoint ({first}); "
+                             "pass pytorch_model.bin or model.safetensors from an HF model folder") from None
+    for wrapper in ("state_dict", "model", "module"):  # trainer checkpoints that wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserInputError(f"{weights_file}: holds no name -> tensor mapping; pass an HF BERT state dict")
+    # bf16 has no numpy dtype; every other dtype is kept as stored.
+    return {k: (v.float() if v.dtype == torch.bfloat16 else v).numpy() for k, v in state.items()}

@@ -1,0 +1,40 @@
+"""LAMB for MindSpore on plain ops: `mindspore.nn.Lamb` calls a fused kernel that CPU lacks.
+
+The math of You et al. (2019), as `mindspore.nn.Lamb`'s composite path: bias-corrected Adam
+moments, update u = m_hat / (sqrt(v_hat) + eps) + wd * w, step lr * (|w| / |u|) * u, with the
+trust ratio 1 where either norm is zero.
+"""
+
+import numpy as np
+import mindspore as ms
+from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
+
+
+class Lamb(nn.Cell):
+    def __init__(self, params, weight_decays, learning_rate, beta1=0.9, beta2=0.999, eps=1e-6):
+        super().__init__(auto_prefix=False)
+        self.parameters = ParameterTuple(params)
+        self.moments1 = self.parameters.clone(prefix="lamb_m", init="zeros")
+        self.moments2 = self.parameters.clone(prefix="lamb_v", init="zeros")
+        self.weight_decays = tuple(float(w) for w in weight_decays)
+        self.learning_rate = Parameter(Tensor(np.float32(learning_rate)), name="learning_rate", requires_grad=False)
+        self.global_step = Parameter(Tensor(np.float32(0.0)), name="global_step", requires_grad=False)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def construct(self, gradients):
+        step = self.global_step + 1.0
+        ops.assign(self.global_step, step)
+        correction1 = 1.0 - ops.pow(self.beta1, step)
+        correction2 = 1.0 - ops.pow(self.beta2, step)
+        for param, m, v, grad, decay in zip(self.parameters, self.moments1, self.moments2, gradients,
+                                            self.weight_decays):
+            m_new = self.beta1 * m + (1.0 - self.beta1) * grad
+            v_new = self.beta2 * v + (1.0 - self.beta2) * grad * grad
+            ops.assign(m, m_new)
+            ops.assign(v, v_new)
+            update = (m_new / correction1) / (ops.sqrt(v_new / correction2) + self.eps) + decay * param
+            w_norm = ops.norm(param)
+            u_norm = ops.norm(update)
+            ratio = ops.select((w_norm > 0) & (u_norm > 0), w_norm / u_norm, ops.ones_like(w_norm))
+            ops.assign(param, param - self.learning_rate * ratio * update)
+        return step

@@ -1,0 +1,84 @@
+"""The MindSpore binding of the one definition against the torch binding, on real weights and text."""
+
+import numpy as np
+import pytest
+
+import mindtransformer as mt
+from mindtransformer.backends import get_backend
+from mindtransformer.verify import task_inputs
+
+TORCH, MINDSPORE = get_backend("torch"), get_backend("mindspore")
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+@pytest.fixture(scope="module")
+def batch(minilm_path, mrpc_pairs):
+    first, second = mrpc_pairs
+    return mt.load_tokenizer(minilm_path).encode_batch(first[:8], second[:8], max_length=64)
+
+
+def twin_models(path, task, **overrides):
+    """The same weights in both backends (new heads copied from torch into MindSpore)."""
+    ours = mt.from_pretrained(path, task=task, **overrides)
+    theirs = mt.from_pretrained(path, task=task, backend="mindspore", **overrides)
+    MINDSPORE.load_arrays(theirs, TORCH.named_arrays(ours))
+    return ours, theirs
+
+
+@pytest.mark.parametrize("task", mt.TASK_NAMES)
+def test_every_head_matches_torch(minilm_path, batch, task, mindspore_mode):
+    ours, theirs = twin_models(minilm_path, task)
+    inputs = task_inputs(batch, task)
+    assert (inputs["attention_mask"] == 0).any(), "the batch must contain padding"
+    expected, got = TORCH.infer(ours, inputs), MINDSPORE.infer(theirs, inputs)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert np.abs(expected[name] - got[name]).max() <= 1e-4, name
+
+
+def test_parameter_names_are_hf_names(minilm_path):
+    ours, theirs = twin_models(minilm_path, "pretraining")
+    assert list(MINDSPORE.parameter_shapes(theirs).items()) == list(TORCH.parameter_shapes(ours).items())
+
+
+def labelled(batch, seed=0):
+    rng = np.random.default_rng(seed)
+    return {**batch, "labels": rng.integers(0, 2, size=len(batch["input_ids"])).astype(np.int64)}
+
+
+def test_gradients_agree(minilm_path, batch):
+    ours, theirs = twin_models(minilm_path, "sequence_classification", **NO_DROPOUT)
+    data = labelled(batch)
+    loss_t, grads_t = TORCH.loss_and_gradients(ours, data)
+    loss_m, grads_m = MINDSPORE.loss_and_gradients(theirs, data)
+    assert abs(loss_t - loss_m) < 1e-5
+    assert grads_t.keys() == grads_m.keys() and len(grads_t) == 105
+    for name, grad in grads_t.items():
+        scale = float(np.abs(grad).max())
+        if name.endswith("attention.self.key.bias"):
+            # Exactly zero in exact arithmetic (softmax ignores a constant added to every score):
+            # both sides must show only rounding noise.
+            assert scale < 1e-8 and float(np.abs(grads_m[name]).max()) < 1e-8, name
+        else:
+            assert float(np.abs(grad - grads_m[name]).max()) <= 1e-4 * scale, name
+
+
+def test_twenty_adamw_steps_give_the_same_losses(minilm_path, batch, mindspore_mode):
+    ours, theirs = twin_models(minilm_path, "sequence_classification", **NO_DROPOUT)
+    step_t = TORCH.TrainStep(ours, TORCH.make_optimizer(ours, "adamw", 1e-4, 0.01))
+    step_m = MINDSPORE.TrainStep(theirs, MINDSPORE.make_optimizer(theirs, "adamw", 1e-4, 0.01),
+                                 jit=mindspore_mode == "GRAPH")
+    data = labelled(batch)
+    losses = [(step_t(data), step_m(data)) for _ in range(20)]
+    assert losses[-1][0] < losses[0][0] * 0.5
+    assert max(abs(a - b) for a, b in losses) <= 1e-3
+
+
+@pytest.mark.parametrize("optimizer", ["adamweightdecay", "lamb"])
+def test_mindspore_optimizers_lower_the_loss(minilm_path, batch, optimizer, mindspore_mode):
+    model = mt.from_pretrained(minilm_path, task="sequence_classification", backend="mindspore")
+    step = MINDSPORE.TrainStep(model, MINDSPORE.make_optimizer(model, optimizer, 3e-3 if optimizer == "lamb" else 1e-4, 0.01),
+                               jit=mindspore_mode == "GRAPH")
+    data = labelled(batch, seed=1)
+    losses = [step(data) for _ in range(8)]
+    assert losses[-1] < losses[0] * 0.7, losses
