@@ -1,6 +1,6 @@
 """Check a checkpoint: the same real batch through `transformers` and our backends, max |diff| per output.
 
-    python -m mindtransformer.verify --model_path DIR [--text_file F] [--tasks base,masked_lm]
+    python -m mindtransformer.verify --model_path DIR [--mindspore_path CKPT] [--text_file F] [--tasks base,masked_lm]
 
 Every head runs with the same weights on each side: the checkpoint's, and for heads the
 checkpoint lacks, the reference's freshly initialised head copied into ours. Exits 1 when a
@@ -34,6 +34,18 @@ OUTPUT_NAMES = {
 TOLERANCE = {"torch": 1e-5, "mindspore": 1e-4}  # fp32, against transformers
 
 
+def max_abs_diff(reference, ours, attention_mask) -> float:
+    """max |ours - reference|; per-token outputs (B, T, ...) only at real tokens (mask 1).
+
+    The hidden state at a [PAD] position is never read by any head and is ill-conditioned there
+    (its LayerNorm input can have tiny variance), so it is left out of the comparison.
+    """
+    diff = np.abs(np.asarray(ours, np.float64) - np.asarray(reference, np.float64))
+    if diff.shape[:attention_mask.ndim] == attention_mask.shape:
+        diff = diff[attention_mask.astype(bool)]
+    return float(diff.max())
+
+
 def task_inputs(batch: dict, task: str) -> dict:
     """Multiple choice takes (B, C, T): pair consecutive rows as the two choices of a question."""
     if task != "multiple_choice":
@@ -58,11 +70,14 @@ def reference_run(model_path: str, task: str, batch: dict):
     return outputs, weights
 
 
-def our_run(model_path: str, task: str, backend: str, batch: dict, head_weights: dict | None) -> dict:
+def our_run(model_path: str, task: str, backend: str, batch: dict, head_weights: dict | None,
+            weights_path: str | None = None) -> dict:
     from mindtransformer.backends import get_backend
     from mindtransformer.pretrained import from_pretrained, match_weights
 
-    model = from_pretrained(model_path, task=task, backend=backend)
+    # weights_path: a converted checkpoint of the same model (e.g. a .ckpt), read with model_path's config.
+    model = from_pretrained(weights_path or model_path, task=task, backend=backend,
+                            config=os.path.join(model_path, "config.json"))
     bound = get_backend(backend)
     if head_weights is not None and model.load_report.initialized:
         # Give our new head the reference's initial values, through the same strict matcher.
@@ -71,8 +86,9 @@ def our_run(model_path: str, task: str, backend: str, batch: dict, head_weights:
     return bound.infer(model, batch)
 
 
-def parity_rows(model_path: str, texts, pairs, tasks, backends, max_length: int = 128) -> list:
-    """[(task, output, {column: max |diff| vs transformers, or None})] on one encoded batch."""
+def parity_rows(model_path: str, texts, pairs, tasks, backends, max_length: int = 128,
+                mindspore_path: str | None = None) -> list:
+    """[(task, output, shape, {backend: max |diff| vs transformers})] on one encoded batch."""
     from mindtransformer.data.tokenization import load_tokenizer
 
     encoded = load_tokenizer(model_path).encode_batch(texts, pairs, max_length=max_length)
@@ -80,9 +96,10 @@ def parity_rows(model_path: str, texts, pairs, tasks, backends, max_length: int 
     for task in tasks:
         batch = task_inputs(encoded, task)
         reference, weights = reference_run(model_path, task, batch)
-        ours = {b: our_run(model_path, task, b, batch, weights) for b in backends}
+        ours = {b: our_run(model_path, task, b, batch, weights, mindspore_path if b == "mindspore" else None)
+                for b in backends}
         for name in OUTPUT_NAMES[task]:
-            diffs = {b: float(np.max(np.abs(ours[b][name] - reference[name]))) for b in backends}
+            diffs = {b: max_abs_diff(reference[name], ours[b][name], batch["attention_mask"]) for b in backends}
             rows.append((task, name, reference[name].shape, diffs))
     return rows
 
@@ -116,7 +133,11 @@ def build_parser() -> StrictParser:
     parser.add_argument("--text_file", default=None,
                         help="one sentence or tab-separated pair a line; default: the bundled SQuAD dev pairs")
     parser.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated heads to check")
-    parser.add_argument("--backends", default="torch", help="comma-separated backends: torch, mindspore")
+    parser.add_argument("--mindspore_path", default=None,
+                        help="a converted .ckpt of the same model for the MindSpore column (default: --model_path's weights)")
+    parser.add_argument("--backends", default="torch,mindspore", help="comma-separated backends: torch, mindspore")
+    parser.add_argument("--mindspore_mode", choices=("pynative", "graph"), default="pynative",
+                        help="MindSpore execution mode (graph compiles each head once, a few seconds)")
     parser.add_argument("--max_length", type=int, default=128, help="tokens per example, truncated longest-first")
     return parser
 
@@ -131,10 +152,15 @@ def main(argv=None) -> int:
     for backend in backends:
         if backend not in TOLERANCE:
             raise UserInputError(f"--backends: unknown backend {backend!r}; use torch and/or mindspore")
-    rows = parity_rows(args.model_path, texts, pairs, tasks, backends, args.max_length)
+    if "mindspore" in backends:
+        import mindspore
+        mindspore.set_context(mode=mindspore.GRAPH_MODE if args.mindspore_mode == "graph" else mindspore.PYNATIVE_MODE)
+    rows = parity_rows(args.model_path, texts, pairs, tasks, backends, args.max_length, args.mindspore_path)
     print(f"{len(texts)} examples{' (pairs)' if pairs else ''} from "
-          f"{args.text_file or 'the bundled SQuAD v1.1 dev slice'}, model {args.model_path}")
+          f"{args.text_file or 'the bundled SQuAD v1.1 dev slice'}, model {args.model_path}"
+          + (f", MindSpore weights {args.mindspore_path}" if args.mindspore_path else ""))
     print(format_table(rows, backends))
+    print("(per-token outputs are compared at real tokens; padded positions are read by no head)")
     failures = [(t, n, b) for t, n, _, d in rows for b in backends if not d[b] <= TOLERANCE[b]]
     if failures:
         print(f"FAIL: {len(failures)} outputs beyond tolerance {TOLERANCE}: {failures}")
