@@ -16,6 +16,11 @@ def forward_arguments(model, batch: dict) -> list:
     return args
 
 
+def forward_tensors(model, batch: dict, to_tensor) -> list:
+    """forward_arguments converted to the backend's tensors (None stays None)."""
+    return [None if value is None else to_tensor(value) for value in forward_arguments(model, batch)]
+
+
 def no_decay(name: str) -> bool:
     """Biases and LayerNorm weights get no weight decay (google's BERT and HF's Trainer)."""
     return name.endswith("bias") or "LayerNorm" in name

@@ -3,6 +3,7 @@
 import numpy as np
 import mindspore as ms
 
+from mindtransformer.backends.common import forward_tensors, no_decay
 from mindtransformer.backends.mindspore import nn, ops  # noqa: F401  (the interface)
 
 name = "mindspore"
@@ -51,7 +52,6 @@ def infer(model, inputs: dict) -> dict:
 def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0):
     """adamw (bias-corrected, the same math as torch's), adamweightdecay (google's BERT optimizer,
     no bias correction) or lamb; decay off for biases and LayerNorm."""
-    from mindtransformer.backends.common import no_decay
 
     params = model.trainable_params()
     names = {id(p): n for n, p in model.parameters_and_names()}
@@ -90,15 +90,13 @@ class TrainStep:
         self._step = ms.jit(step) if jit else step
 
     def __call__(self, batch: dict) -> float:
-        from mindtransformer.backends.common import forward_arguments
 
         self.model.set_train(True)
-        return float(self._step(*[None if v is None else to_tensor(v) for v in forward_arguments(self.model, batch)]).asnumpy())
+        return float(self._step(*forward_tensors(self.model, batch, to_tensor)).asnumpy())
 
 
 def loss_and_gradients(model, batch: dict) -> tuple:
     """(loss, {name: gradient}) for a numpy batch with labels, as numpy."""
-    from mindtransformer.backends.common import forward_arguments
 
     params = model.trainable_params()
     names = {id(p): n for n, p in model.parameters_and_names()}
@@ -107,7 +105,7 @@ def loss_and_gradients(model, batch: dict) -> tuple:
         return model(*args)["loss"]
 
     grad_fn = ms.value_and_grad(loss_of, None, params)
-    loss, grads = grad_fn(*[None if v is None else to_tensor(v) for v in forward_arguments(model, batch)])
+    loss, grads = grad_fn(*forward_tensors(model, batch, to_tensor))
     return float(loss.asnumpy()), {names[id(p)]: to_numpy(g) for p, g in zip(params, grads)}
 
 

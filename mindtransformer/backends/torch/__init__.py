@@ -3,6 +3,7 @@
 import numpy as np
 import torch
 
+from mindtransformer.backends.common import forward_tensors, no_decay
 from mindtransformer.backends.torch import nn, ops  # noqa: F401  (the interface)
 
 name = "torch"
@@ -48,7 +49,6 @@ def infer(model, inputs: dict) -> dict:
 
 def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0):
     """AdamW (bias-corrected, as torch.optim.AdamW); decay off for biases and LayerNorm."""
-    from mindtransformer.backends.common import no_decay
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
@@ -65,11 +65,10 @@ class TrainStep:
         self.model, self.optimizer = model, optimizer
 
     def __call__(self, batch: dict) -> float:
-        from mindtransformer.backends.common import forward_arguments
 
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model(*[None if v is None else to_tensor(v) for v in forward_arguments(self.model, batch)])["loss"]
+        loss = self.model(*forward_tensors(self.model, batch, to_tensor))["loss"]
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
@@ -77,10 +76,9 @@ class TrainStep:
 
 def loss_and_gradients(model, batch: dict) -> tuple:
     """(loss, {name: gradient}) for a numpy batch with labels, as numpy."""
-    from mindtransformer.backends.common import forward_arguments
 
     model.zero_grad(set_to_none=True)
-    loss = model(*[None if v is None else to_tensor(v) for v in forward_arguments(model, batch)])["loss"]
+    loss = model(*forward_tensors(model, batch, to_tensor))["loss"]
     loss.backward()
     return float(loss.detach()), {n: to_numpy(p.grad) for n, p in model.named_parameters() if p.grad is not None}
 

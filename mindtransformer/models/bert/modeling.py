@@ -57,22 +57,24 @@ class BertSelfAttention(nn.Module):
         return ops.merge_heads(context)  # (B, Tq, H)
 
 
-class BertSelfOutput(nn.Module):
-    def __init__(self, config):
+class BertResidualOutput(nn.Module):
+    """dense -> dropout -> + residual -> LayerNorm: HF's BertSelfOutput (in_size H) and BertOutput (in_size I)."""
+
+    def __init__(self, config, in_size):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size, config.initializer_range)
+        self.dense = nn.Linear(in_size, config.hidden_size, config.initializer_range)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)  # (B, Tq, H)
 
 
 class BertAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.self = BertSelfAttention(config)
-        self.output = BertSelfOutput(config)
+        self.output = BertResidualOutput(config, config.hidden_size)
 
     def forward(self, queries, x, bias):
         return self.output(self.self(queries, x, bias), queries)
@@ -88,23 +90,12 @@ class BertIntermediate(nn.Module):
         return ops.activation(self.dense(x), self.hidden_act)  # (B, T, I)
 
 
-class BertOutput(nn.Module):
-    def __init__(self, config):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size, config.initializer_range)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, x, residual):
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
-
-
 class BertLayer(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.attention = BertAttention(config)
         self.intermediate = BertIntermediate(config)
-        self.output = BertOutput(config)
+        self.output = BertResidualOutput(config, config.intermediate_size)
 
     def forward(self, queries, x, bias):
         attended = self.attention(queries, x, bias)
