@@ -18,28 +18,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import os
 import platform
-import random
-import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, ROOT)
+import common  # noqa: E402  (bench/common.py; puts the checkout on sys.path)
+from common import LR, ROOT, SST2_TRAIN, WEIGHT_DECAY, CpuMeter, cpu_model_name, load_average, summarize  # noqa: E402
 
 import mindtransformer as mt  # noqa: E402
 from mindtransformer.utils import bundled  # noqa: E402
 
-SST2_TRAIN = "/work/shared/data/glue/SST-2/train.tsv"
 PRECISIONS = ("fp32", "bf16")
-LR, WEIGHT_DECAY = 2e-5, 0.01
 
 
 def parse_args(argv=None):
@@ -80,23 +74,9 @@ def parse_args(argv=None):
 
 def load_batch(args, tokenizer):
     """(inputs dict of int64 tensors (B, T), labels (B,), description) from real sentences."""
-    rng = random.Random(args.seed)
-    if os.path.isfile(args.data):
-        with open(args.data, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-        rows = rng.sample(rows, min(args.batch_size, len(rows)))
-        texts, pairs = [r["sentence"] for r in rows], None
-        labels = [int(r["label"]) for r in rows]
-        source = f"SST-2 train ({args.data}), {len(rows)} rows sampled with seed {args.seed}"
-    else:
-        questions, contexts = bundled.squad_pairs()
-        picked = rng.sample(range(len(questions)), min(args.batch_size, len(questions)))
-        texts, pairs = [questions[i] for i in picked], [contexts[i] for i in picked]
-        labels = [i % 2 for i in range(len(picked))]  # arbitrary: only the timing matters
-        source = f"bundled SQuAD dev pairs ({args.data} not found), {len(picked)} rows, seed {args.seed}"
-    enc = tokenizer.encode_batch(texts, pairs, max_length=args.max_length, pad_to_max_length=args.pad_to_max_length)
-    inputs = {k: torch.from_numpy(v) for k, v in enc.items()}
-    return inputs, torch.tensor(labels, dtype=torch.long), source
+    inputs, labels, source = common.load_batch(tokenizer, args.data, args.batch_size, args.max_length,
+                                               args.pad_to_max_length, args.seed)
+    return {k: torch.from_numpy(v) for k, v in inputs.items()}, torch.tensor(labels, dtype=torch.long), source
 
 
 def load_models(path):
@@ -183,37 +163,6 @@ def check_same_logits(ours, hf, inputs):
     return float((a - b).abs().max())
 
 
-class CpuMeter:
-    """CPU seconds that other processes used, from /proc: a step during which they used a lot of
-    this 2-core machine ran contended (OpenMP threads then wait on each other, and one step can take
-    10x longer), so such steps are kept apart. Unavailable off Linux: every step then counts.
-    """
-
-    def __init__(self):
-        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        self.available = self._read() is not None
-
-    def _read(self):
-        try:
-            with open("/proc/stat", encoding="ascii") as f:
-                fields = [int(x) for x in f.readline().split()[1:]]
-            with open("/proc/self/stat", encoding="ascii") as f:
-                own = f.read().rsplit(")", 1)[1].split()  # fields after the command name
-        except (OSError, ValueError, IndexError):
-            return None
-        # user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
-        busy = sum(fields[:8]) - fields[3] - fields[4]
-        return busy, int(own[11]) + int(own[12])  # utime + stime of this process, all threads
-
-    def snapshot(self):
-        return self._read() if self.available else None
-
-    def others_seconds(self, before, after):
-        if before is None or after is None:
-            return 0.0
-        return max(0, (after[0] - before[0]) - (after[1] - before[1])) / self.tick
-
-
 def time_interleaved(steps, n_steps, warmup, block, max_other_share, max_steps):
     """{name: [(seconds, other processes' CPU seconds)]} per step.
 
@@ -250,17 +199,6 @@ def time_interleaved(steps, n_steps, warmup, block, max_other_share, max_steps):
     return records
 
 
-def summarize(records, max_other_share):
-    """Median ms over clean steps (over all steps if none was clean), and the counts."""
-    all_ms = [1000 * t for t, _ in records]
-    clean_ms = [1000 * t for t, other in records if other <= max_other_share * t]
-    used = clean_ms or all_ms
-    return {"median_ms": statistics.median(used), "min_ms": min(used), "max_ms": max(used),
-            "clean_steps": len(clean_ms), "all_steps": len(all_ms),
-            "median_all_ms": statistics.median(all_ms), "times_ms": all_ms,
-            "others_cpu_ms": [1000 * other for _, other in records]}
-
-
 def profile_steps(step, n, top=15):
     from torch.profiler import ProfilerActivity, profile
 
@@ -269,25 +207,6 @@ def profile_steps(step, n, top=15):
         for _ in range(n):
             step()
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
-
-
-def cpu_model_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average():
-    """1-minute load average: other processes on the machine skew absolute times (the ratio less so)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 def main(argv=None):

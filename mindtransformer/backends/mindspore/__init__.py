@@ -8,6 +8,11 @@ from mindtransformer.backends.mindspore import nn, ops  # noqa: F401  (the inter
 
 name = "mindspore"
 
+if ms.get_context("device_target") == "CPU":
+    # CPU kernels gain nothing from the asynchronous launch queue, and PYNATIVE pays for it:
+    # blocking launch makes a MiniLM training step ~1.5x faster there (GRAPH mode is unchanged).
+    ms.runtime.launch_blocking()
+
 
 def _parameters(model) -> dict:
     return dict(model.parameters_and_names())

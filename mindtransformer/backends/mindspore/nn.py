@@ -6,7 +6,6 @@
 """
 
 import numpy as np
-import mindspore as ms
 from mindspore import Parameter, Tensor, nn as _nn, ops as _ops
 
 
@@ -25,6 +24,10 @@ class Module(_nn.Cell):
 ModuleList = _nn.CellList
 
 
+def _as_dtype(parameter, dtype):
+    return parameter if parameter.dtype == dtype else parameter.astype(dtype)
+
+
 def _normal(shape, std):
     # numpy's generator seeded from MindSpore's global seed keeps ms.set_seed reproducible.
     return Parameter(Tensor(np.random.normal(0.0, std, size=shape).astype(np.float32)))
@@ -39,7 +42,9 @@ class Linear(Module):
         self.bias = Parameter(Tensor(np.zeros(out_features, np.float32)))
 
     def forward(self, x):
-        return _ops.dense(x, self.weight, self.bias)
+        # Under mixed precision (Cell.to_float / amp) x arrives in fp16/bf16 while the master
+        # weights stay fp32: compute in x's dtype. The comparison folds away in GRAPH mode.
+        return _ops.dense(x, _as_dtype(self.weight, x.dtype), _as_dtype(self.bias, x.dtype))
 
 
 class Embedding(Module):
@@ -48,20 +53,19 @@ class Embedding(Module):
     def __init__(self, num_embeddings: int, dim: int, init_std: float = 0.02, padding_idx=None):
         super().__init__()
         table = np.random.normal(0.0, init_std, size=(num_embeddings, dim)).astype(np.float32)
-        keep = np.ones((num_embeddings, 1), np.float32)
         if padding_idx is not None:
             table[padding_idx] = 0.0
-            keep[padding_idx] = 0.0
         self.weight = Parameter(Tensor(table))
         self.padding_idx = padding_idx
-        self.keep_grad = Tensor(keep)  # (V, 1): 0 on the padding row
 
     def forward(self, ids):
-        table = self.weight
+        out = _ops.gather(self.weight, ids, 0)  # (B, T, D)
         if self.padding_idx is not None:
-            # Same values, but the gradient reaching the padding row is cut.
-            table = table * self.keep_grad + _ops.stop_gradient(table * (1 - self.keep_grad))
-        return _ops.gather(table, ids, 0)
+            # Same values, but rows looked up at padding ids pass no gradient to the table;
+            # masking the (B, T, D) output is cheaper than masking the (V, D) table.
+            at_pad = _ops.expand_dims(ids == self.padding_idx, -1)  # (B, T, 1)
+            out = _ops.select(at_pad, _ops.stop_gradient(out), out)
+        return out
 
 
 class LayerNorm(Module):
@@ -73,7 +77,7 @@ class LayerNorm(Module):
         self.norm = _ops.LayerNorm(begin_norm_axis=-1, begin_params_axis=-1, epsilon=eps)
 
     def forward(self, x):
-        return self.norm(x, self.weight, self.bias)[0]
+        return self.norm(x, _as_dtype(self.weight, x.dtype), _as_dtype(self.bias, x.dtype))[0]
 
 
 class Dropout(Module):

@@ -17,11 +17,14 @@ def activation(x, name: str):
 
 
 def attention_bias(attention_mask):
-    """(B, T) 1/0 mask -> additive (B, 1, 1, T) bias: 0 where attended, dtype-min where padded."""
+    """(B, T) 1/0 mask -> additive (B, 1, 1, T) bias: 0 where attended, -10000 where padded.
+
+    google's BERT value: exp(-10000) is exactly 0 in fp32 softmax, and it stays finite in
+    fp16/bf16, where the fp32 minimum becomes -inf and gave NaN losses under mixed precision."""
     if attention_mask is None:
         return None
     mask = _ops.cast(attention_mask, ms.float32)
-    return ((1.0 - mask) * -3.4028234663852886e38)[:, None, None, :]
+    return ((1.0 - mask) * -1e4)[:, None, None, :]
 
 
 def attention(query, key, value, bias, dropout_p: float):

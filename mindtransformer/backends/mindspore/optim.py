@@ -6,7 +6,6 @@ trust ratio 1 where either norm is zero.
 """
 
 import numpy as np
-import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 
