@@ -10,9 +10,11 @@ EXTRAS = {
     "mpi": ["mpi4py>=4.0"],
     "hf": ["transformers>=5.0,<6"],
     "deepspeed": ["deepspeed"],
+    # Pretraining data: WikiExtractor for dumps, jieba for Chinese whole-word masking.
+    "data": ["wikiextractor==3.1.0", "jieba==0.42.1"],
     "test": ["pytest>=8"],
 }
-EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf") for req in EXTRAS[name]})
+EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf", "data") for req in EXTRAS[name]})
 
 setup(
     name="mindtransformer",
@@ -24,6 +26,7 @@ setup(
     install_requires=[
         "numpy>=1.23,<2",  # MindSpore's kernels are built against NumPy 1.x
         "tokenizers>=0.15",
+        "google-crc32c>=1.5",  # TFRecord framing (mindtransformer/data/tfrecord.py)
         "safetensors>=0.4",
         "tqdm>=4.60",
         "pyyaml>=6",

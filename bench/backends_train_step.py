@@ -34,7 +34,8 @@ import subprocess
 import sys
 import time
 
-from common import LR, ROOT, SST2_TRAIN, WEIGHT_DECAY, CpuMeter, cpu_model_name, load_average, summarize
+import common
+from common import LR, ROOT, WEIGHT_DECAY, CpuMeter, cpu_model_name, load_average, summarize
 
 # name -> (backend, MindSpore mode or None, precision)
 CONFIGS = {
@@ -49,13 +50,7 @@ BASELINE = "torch_fp32"
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    p.add_argument("--model_path", default=None, help="HF BERT folder (default: the bundled MiniLM-L6-H384)")
-    p.add_argument("--data", default=SST2_TRAIN, help="SST-2 train.tsv (sentence<TAB>label); bundled SQuAD pairs if absent")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--max_length", type=int, default=128)
-    p.add_argument("--pad_to_max_length", action="store_true", help="pad every row to max_length, not to the longest")
+    p = common.batch_parser(__doc__.split("\n\n")[0])
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {','.join(CONFIGS)}")
     p.add_argument("--ms_optimizer", default="adamweightdecay", choices=("adamweightdecay", "adamw"),
                    help="the MindSpore optimizer (torch always uses AdamW)")

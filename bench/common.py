@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import platform
@@ -18,6 +19,18 @@ from mindtransformer.utils import bundled  # noqa: E402
 # GLUE SST-2 in ../shared/data beside the checkout; the bundled SQuAD pairs stand in without it.
 SST2_TRAIN = os.path.join(os.path.dirname(ROOT), "shared", "data", "glue", "SST-2", "train.tsv")
 LR, WEIGHT_DECAY = 2e-5, 0.01
+
+
+def batch_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the flags that choose the model and the real batch, shared by the benches."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--model_path", default=None, help="HF BERT folder (default: the bundled MiniLM-L6-H384)")
+    p.add_argument("--data", default=SST2_TRAIN, help="SST-2 train.tsv (sentence<TAB>label); bundled SQuAD pairs if absent")
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--max_length", type=int, default=128)
+    p.add_argument("--pad_to_max_length", action="store_true", help="pad every row to max_length, not to the longest")
+    return p
 
 
 def load_batch(tokenizer, data: str, batch_size: int, max_length: int, pad_to_max_length: bool, seed: int):

@@ -16,7 +16,6 @@ Shape legend: B batch, T tokens, L labels.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import common  # noqa: E402  (bench/common.py; puts the checkout on sys.path)
-from common import LR, ROOT, SST2_TRAIN, WEIGHT_DECAY, CpuMeter, cpu_model_name, load_average, summarize  # noqa: E402
+from common import LR, ROOT, WEIGHT_DECAY, CpuMeter, cpu_model_name, load_average, summarize  # noqa: E402
 
 import mindtransformer as mt  # noqa: E402
 from mindtransformer.utils import bundled  # noqa: E402
@@ -37,13 +36,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
-    p.add_argument("--model_path", default=None, help="HF BERT folder (default: the bundled MiniLM-L6-H384)")
-    p.add_argument("--data", default=SST2_TRAIN, help="SST-2 train.tsv (sentence<TAB>label); bundled SQuAD pairs if absent")
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--max_length", type=int, default=128)
-    p.add_argument("--pad_to_max_length", action="store_true", help="pad every row to max_length, not to the longest")
+    p = common.batch_parser(__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=20, help="timed steps per model and precision")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per model and precision first")
     p.add_argument("--block", type=int, default=2, help="consecutive timed steps of one model before switching")

@@ -18,11 +18,18 @@ class StrictParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):
-        known, unknown = super().parse_known_args(args, namespace)
+        argv = sys.argv[1:] if args is None else list(args)
+        flags = [s for action in self._actions for s in action.option_strings]
+        # Unknown flags first: argparse would otherwise report a misspelled required flag as missing.
+        for token in argv:
+            if token == "--":
+                break
+            name = token.split("=", 1)[0]
+            if name.startswith("--") and name not in flags:
+                self.error(f"unknown flag {name}{closest_name(name, flags)}; see --help")
+        known, unknown = super().parse_known_args(argv, namespace)
         if unknown:
-            flags = [s for action in self._actions for s in action.option_strings]
-            bad = unknown[0].split("=", 1)[0]
-            self.error(f"unknown flag {bad}{closest_name(bad, flags)}; see --help")
+            self.error(f"unexpected argument {unknown[0]}; see --help")
         return known
 
     def error(self, message):
@@ -36,3 +43,13 @@ def run_main(main, argv=None) -> int:
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def boolean(text: str) -> bool:
+    """argparse type for google/MindSpore-style flags: --do_lower_case=True, --full_batch=false."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; use true or false")

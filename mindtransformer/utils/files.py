@@ -17,11 +17,19 @@ def atomic_path(path: str, suffix: str = ".tmp"):
     os.close(fd)
     try:
         yield tmp
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def make_readable(path: str) -> None:
+    """Give a finished file the usual 0666 & ~umask mode (mkstemp and MindRecord create it 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_text(path: str, text: str) -> None:

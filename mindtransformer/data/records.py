@@ -1,0 +1,225 @@
+"""Pretraining records: one schema (google's features and dtypes), two containers.
+
+TFRecord is written without TensorFlow (mindtransformer/data/tfrecord.py says why; the bytes
+equal TensorFlow's) and read through TensorFlow's `tf.data`, which checks every CRC; google's own
+readers and `mindspore.dataset.TFRecordDataset` read our files as they are.
+MindRecord goes through `mindspore.mindrecord.FileWriter` / `FileReader`. Both frameworks are
+imported only when a container of theirs is used. Each data file `F` gets a manifest `F.json`
+(schema, count, seed, vocab hash, settings); data and manifest are written under temporary names
+and renamed when complete, so an interrupted run leaves nothing that looks finished.
+
+Shape legend: T max_seq_length, P max_predictions_per_seq.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Iterator
+
+import numpy as np
+
+from mindtransformer.errors import UserInputError
+from mindtransformer.utils.files import atomic_path, atomic_write_text, make_readable
+
+FORMATS = ("tfrecord", "mindrecord")
+
+# name -> (dtype, length: "T", "P" or 1); int64 in both containers (google's Int64List).
+FEATURES = {
+    "input_ids": ("int64", "T"),
+    "input_mask": ("int64", "T"),
+    "segment_ids": ("int64", "T"),
+    "masked_lm_positions": ("int64", "P"),
+    "masked_lm_ids": ("int64", "P"),
+    "masked_lm_weights": ("float32", "P"),
+    "next_sentence_labels": ("int64", 1),
+}
+
+
+def feature_lengths(max_seq_length: int, max_predictions_per_seq: int) -> dict:
+    """name -> (dtype, length) for the given sizes."""
+    sizes = {"T": max_seq_length, "P": max_predictions_per_seq, 1: 1}
+    return {name: (dtype, sizes[length]) for name, (dtype, length) in FEATURES.items()}
+
+
+def manifest_path(path: str) -> str:
+    return path + ".json"
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str) -> dict:
+    """The manifest of a record file; an error naming the file when it is absent or broken."""
+    name = manifest_path(path)
+    try:
+        with open(name, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserInputError(f"{name}: no manifest beside the record file; make records with "
+                             "tools/create_pretraining_data.py or pass the sizes explicitly") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{name}: not valid JSON ({err})") from None
+
+
+def detect_format(path: str) -> str:
+    """'mindrecord' when a MindRecord index (F.db) lies beside F, else 'tfrecord'."""
+    return "mindrecord" if os.path.isfile(path + ".db") else "tfrecord"
+
+
+# ---- writers -----------------------------------------------------------------------------------
+
+class TFRecordWriter:
+    """Rows of google's features -> one TFRecord file of tf.train.Example protos (encoded by
+    mindtransformer/data/tfrecord.py, byte-identical to TensorFlow's deterministic encoding)."""
+
+    def __init__(self, path: str, lengths: dict):
+        self.path, self.count = path, 0
+        self._dtypes = {name: dtype for name, (dtype, _) in lengths.items()}
+        self._atomic = atomic_path(path)
+        self._file = open(self._atomic.__enter__(), "wb")
+
+    def write(self, arrays: dict, rows) -> None:
+        from mindtransformer.data.tfrecord import encode_examples, frame
+
+        examples = encode_examples(arrays, self._dtypes, rows)
+        self._file.write(b"".join(frame(example) for example in examples))
+        self.count += len(examples)
+
+    def close(self) -> None:
+        self._file.close()
+        self._atomic.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        self._file.close()
+        self._atomic.__exit__(KeyboardInterrupt, KeyboardInterrupt(), None)
+
+
+class MindRecordWriter:
+    """Rows of google's features -> one MindRecord file F (and its index F.db)."""
+
+    def __init__(self, path: str, lengths: dict):
+        from mindspore.mindrecord import FileWriter
+
+        self.path, self.count = path, 0
+        # MindRecord writes NAME and NAME.db itself and records NAME inside them: write both under
+        # the final name in a hidden directory beside it, then move them out.
+        self._dir = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+        os.makedirs(self._dir, exist_ok=True)
+        self._tmp = os.path.join(self._dir, os.path.basename(path))
+        self._writer = FileWriter(self._tmp, shard_num=1, overwrite=True)
+        # The 32 MB default page made 100 rows take 50 MB; a row here is a few KB.
+        self._writer.set_page_size(1 << 22)
+        self._writer.set_header_size(1 << 20)
+        schema = {name: {"type": dtype, "shape": [-1]} for name, (dtype, _) in lengths.items()}
+        self._writer.add_schema(schema, "mindtransformer pretraining (google BERT features)")
+
+    def write(self, arrays: dict, rows) -> None:
+        rows = list(rows)
+        batch = [{name: arrays[name][row] for name in FEATURES} for row in rows]
+        if batch:
+            self._writer.write_raw_data(batch)
+        self.count += len(batch)
+
+    def close(self) -> None:
+        self._writer.commit()
+        for name in (self._tmp + ".db", self._tmp):
+            make_readable(name)
+        os.replace(self._tmp + ".db", self.path + ".db")
+        os.replace(self._tmp, self.path)  # last: the data file's presence means complete
+        os.rmdir(self._dir)
+
+    def abort(self) -> None:
+        import shutil
+
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def open_writer(output_format: str, path: str, lengths: dict):
+    if output_format == "tfrecord":
+        return TFRecordWriter(path, lengths)
+    if output_format == "mindrecord":
+        return MindRecordWriter(path, lengths)
+    raise UserInputError(f"--output_format={output_format}: use one of {', '.join(FORMATS)}")
+
+
+def write_manifest(path: str, output_format: str, count: int, lengths: dict, extra: dict) -> None:
+    manifest = {"format": output_format, "file": os.path.basename(path), "count": count,
+                "schema": {name: {"dtype": dtype, "shape": [length]} for name, (dtype, length) in lengths.items()},
+                **extra}
+    atomic_write_text(manifest_path(path), json.dumps(manifest, indent=2) + "\n")
+
+
+# ---- readers -----------------------------------------------------------------------------------
+
+def iter_records(path: str, output_format: str = None) -> Iterator[dict]:
+    """Every record of a file as {name: numpy array}, in file order; bad files -> UserInputError."""
+    output_format = output_format or detect_format(path)
+    if not os.path.isfile(path):
+        raise UserInputError(f"{path}: no such record file")
+    if output_format == "mindrecord":
+        yield from _iter_mindrecord(path)
+    else:
+        yield from _iter_tfrecord(path)
+
+
+def _iter_tfrecord(path: str, batch: int = 512) -> Iterator[dict]:
+    import tensorflow as tf
+
+    index = 0
+    try:
+        raw = tf.data.TFRecordDataset(path)
+        first = next(iter(raw.take(1)), None)
+        if first is None:
+            return
+        # The sizes come from the first record; the rest is parsed by TensorFlow's C++ op in
+        # batches (per-record protobuf parsing in Python is ~17x slower once MindSpore, which
+        # forces the pure-Python protobuf, has been imported).
+        features = tf.train.Example.FromString(first.numpy()).features.feature
+        missing = [name for name in FEATURES if name not in features]
+        if missing:
+            raise UserInputError(f"{path}: record 0 lacks {', '.join(missing)}: not a pretraining record file "
+                                 f"(it has {', '.join(sorted(features))})")
+        spec = {}
+        for name, (dtype, _) in FEATURES.items():
+            values = features[name].int64_list.value if dtype == "int64" else features[name].float_list.value
+            spec[name] = tf.io.FixedLenFeature([len(values)], tf.int64 if dtype == "int64" else tf.float32)
+        for parsed in raw.batch(batch).map(lambda r: tf.io.parse_example(r, spec)).as_numpy_iterator():
+            n = len(parsed["input_ids"])
+            for row in range(n):
+                yield {name: parsed[name][row] for name in FEATURES}
+            index += n
+    except tf.errors.DataLossError as err:
+        raise UserInputError(f"{path}: corrupt TFRecord after {index} records ({err.message.splitlines()[0]}); "
+                             "the file is damaged or truncated: make it again") from None
+    except tf.errors.InvalidArgumentError as err:
+        raise UserInputError(f"{path}: record after {index} does not have the pretraining schema "
+                             f"({err.message.splitlines()[0][:200]}); pass a file made by create_pretraining_data") from None
+
+
+def _iter_mindrecord(path: str) -> Iterator[dict]:
+    from mindspore.mindrecord import FileReader
+
+    try:
+        reader = FileReader(path)
+    except Exception as err:  # noqa: BLE001  MindRecord raises RuntimeError/ValueError variously
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserInputError(f"{path}: not a readable MindRecord file ({first}); make it again") from None
+    try:
+        fields = None
+        for row in reader.get_next():
+            if fields is None:
+                missing = [name for name in FEATURES if name not in row]
+                if missing:
+                    raise UserInputError(f"{path}: lacks {', '.join(missing)}: not a pretraining record file "
+                                         f"(it has {', '.join(sorted(row))})")
+                fields = True
+            yield {name: np.asarray(row[name], dtype=dtype) for name, (dtype, _) in FEATURES.items()}
+    finally:
+        reader.close()

@@ -1,0 +1,334 @@
+"""Pretraining records from the real enwiki excerpt: google's schema and masking statistics,
+whole-word masking, both containers, worker-count independence, conversion, the inspect tool,
+and bad input. The tools run as subprocesses (as users run them): TensorFlow and MindSpore then
+never share a process with the rest of the suite."""
+
+import glob
+import hashlib
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mindtransformer.data import records
+from mindtransformer.data.pretraining import ChunkTokenizer, read_documents
+from mindtransformer.data.tokenization import BertTokenizer
+from tests.conftest import REPO_ROOT, shared_file
+
+DUMP = ("wiki_dump", "enwiki", "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+MAX_SEQ, MAX_PRED = 128, 20
+
+
+def run_tool(script, *args, check=True):
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", script), *args],
+                          capture_output=True, text=True, cwd=REPO_ROOT)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{script} exited {done.returncode}: {done.stderr[-2000:]}")
+    return done
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    dump = shared_file(*DUMP)
+    from mindtransformer.data.wiki import extract_dump
+
+    out = tmp_path_factory.mktemp("wiki")
+    extract_dump(dump, str(out))
+    return sorted(glob.glob(str(out / "wiki_*.txt")))
+
+
+@pytest.fixture(scope="module")
+def vocab_file(minilm_path):
+    return os.path.join(minilm_path, "vocab.txt")
+
+
+@pytest.fixture(scope="module")
+def made(corpus, vocab_file, tmp_path_factory):
+    """Records of the corpus: TFRecord and MindRecord with 1 worker, TFRecord with 2 workers, and
+    whole-word-masked TFRecord; small chunks so that there are many."""
+    out = tmp_path_factory.mktemp("records")
+    common = ["--input_file", ",".join(corpus), "--vocab_file", vocab_file, "--max_seq_length", str(MAX_SEQ),
+              "--max_predictions_per_seq", str(MAX_PRED), "--dupe_factor", "2", "--random_seed", "7",
+              "--sentences_per_chunk", "1500", "--quiet"]
+    paths = {"tf1": out / "w1.tfrecord", "ms1": out / "w1.mindrecord", "tf2": out / "w2.tfrecord",
+             "wwm": out / "wwm.tfrecord"}
+    run_tool("create_pretraining_data.py", *common, "--output_file", str(paths["tf1"]))
+    run_tool("create_pretraining_data.py", *common, "--output_file", str(paths["ms1"]), "--output_format", "mindrecord")
+    run_tool("create_pretraining_data.py", *common, "--output_file", str(paths["tf2"]), "--num_workers", "2")
+    run_tool("create_pretraining_data.py", *common, "--output_file", str(paths["wwm"]), "--do_whole_word_mask=true")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def stacked(path):
+    rows = list(records.iter_records(path))
+    return {name: np.stack([r[name] for r in rows]) for name in records.FEATURES}
+
+
+def originals(arrays):
+    """input_ids with every masked position given back its original token: (N, T)."""
+    ids = arrays["input_ids"].copy()
+    rows, slots = np.nonzero(arrays["masked_lm_weights"] > 0)
+    ids[rows, arrays["masked_lm_positions"][rows, slots]] = arrays["masked_lm_ids"][rows, slots]
+    return ids
+
+
+def test_schema_dtypes_and_google_reader(made):
+    tf = pytest.importorskip("tensorflow")
+    # google-research/bert run_pretraining.py's input_fn_builder feature spec, verbatim in meaning.
+    spec = {"input_ids": tf.io.FixedLenFeature([MAX_SEQ], tf.int64),
+            "input_mask": tf.io.FixedLenFeature([MAX_SEQ], tf.int64),
+            "segment_ids": tf.io.FixedLenFeature([MAX_SEQ], tf.int64),
+            "masked_lm_positions": tf.io.FixedLenFeature([MAX_PRED], tf.int64),
+            "masked_lm_ids": tf.io.FixedLenFeature([MAX_PRED], tf.int64),
+            "masked_lm_weights": tf.io.FixedLenFeature([MAX_PRED], tf.float32),
+            "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64)}
+    parsed = list(tf.data.TFRecordDataset(made["tf1"]).take(50).map(lambda r: tf.io.parse_single_example(r, spec)))
+    assert len(parsed) == 50
+    ours = list(records.iter_records(made["tf1"]))[:50]
+    for theirs, mine in zip(parsed, ours):
+        for name in spec:
+            np.testing.assert_array_equal(theirs[name].numpy(), mine[name])
+    manifest = records.read_manifest(made["tf1"])
+    assert manifest["schema"]["input_ids"] == {"dtype": "int64", "shape": [MAX_SEQ]}
+    assert manifest["schema"]["masked_lm_weights"] == {"dtype": "float32", "shape": [MAX_PRED]}
+    assert manifest["count"] == len(list(records.iter_records(made["tf1"])))
+    assert manifest["vocab_sha256"] == sha256(manifest["vocab_file"]) and manifest["seed"] == 7
+
+
+def test_tfrecord_encoding_equals_tensorflows(made):
+    """Our Example encoder gives TensorFlow's deterministic bytes, on real records and on edge
+    values (0, 127/128 at varint boundaries, large ids, negative zero and tiny floats)."""
+    tf = pytest.importorskip("tensorflow")
+    from mindtransformer.data.tfrecord import encode_examples
+
+    dtypes = {name: dtype for name, (dtype, _) in records.FEATURES.items()}
+    real = {name: values[:30] for name, values in stacked(made["tf1"]).items()}
+    edges = {name: real[name][:2].copy() for name in real}
+    edges["input_ids"][0, :6] = [0, 127, 128, 16383, 16384, 2 ** 40]
+    edges["masked_lm_weights"][1, :3] = [-0.0, 1e-45, 3.4e38]
+    for arrays in (real, edges):
+        n = len(arrays["input_ids"])
+        theirs = [tf.train.Example(features=tf.train.Features(feature={
+            name: tf.train.Feature(int64_list=tf.train.Int64List(value=arrays[name][i].tolist())) if dtype == "int64"
+            else tf.train.Feature(float_list=tf.train.FloatList(value=arrays[name][i].tolist()))
+            for name, dtype in dtypes.items()})).SerializeToString(deterministic=True) for i in range(n)]
+        assert encode_examples(arrays, dtypes, range(n)) == theirs
+
+
+def test_masking_and_nsp_statistics(made, vocab_file):
+    a = stacked(made["tf1"])
+    n = len(a["input_ids"])
+    assert n > 5000  # the excerpt makes about 12k instances at dupe_factor 2
+    lengths = a["input_mask"].sum(axis=1)
+    budget = np.minimum(MAX_PRED, np.maximum(1, np.round(lengths * 0.15).astype(int)))
+    # Every instance has far more candidates than its budget: exactly the budget is masked.
+    np.testing.assert_array_equal((a["masked_lm_weights"] > 0).sum(axis=1), budget)
+    mask_id = BertTokenizer(vocab_file).mask_token_id
+    rows, slots = np.nonzero(a["masked_lm_weights"] > 0)
+    shown = a["input_ids"][rows, a["masked_lm_positions"][rows, slots]]
+    truth = a["masked_lm_ids"][rows, slots]
+    total = len(rows)  # ~200k masked tokens: 3 sigma of a 10 % share is about 0.2 %
+    as_mask, kept = (shown == mask_id).mean(), (shown == truth).mean()
+    assert 0.79 < as_mask < 0.81, as_mask
+    assert 0.095 < kept < 0.105, kept  # 10 % kept plus random picks that hit the same id (~0)
+    assert 0.095 < 1 - as_mask - kept < 0.105, (total, as_mask, kept)
+    # NSP: 50 % random next, plus google's forced random next when a chunk holds one segment.
+    random_next = a["next_sentence_labels"].mean()
+    assert 0.49 < random_next < 0.58, random_next
+
+
+def test_masked_ids_are_the_original_tokens(made, corpus, vocab_file):
+    """Segments A and B of every instance, with the masked tokens given back, are runs of tokens
+    of documents of the corpus; for 'actual next' instances B follows A in the same document
+    (truncation may cut A's end or B's start, so A B need not be one run)."""
+    tokenizer = BertTokenizer(vocab_file)
+    chunk_tokenizer = ChunkTokenizer(tokenizer, chinese_words=False)
+    documents = []
+    for document in read_documents(corpus):
+        ids = [i for encoded in chunk_tokenizer(document) if encoded for i in encoded[0]]
+        documents.append(" " + " ".join(map(str, ids)) + " ")
+    a = stacked(made["tf1"])
+    full = originals(a)
+    sep = tokenizer.sep_token_id
+    checked_next = 0
+    for row in range(0, len(full), 40):  # ~300 instances spread over the file
+        length = int(a["input_mask"][row].sum())
+        tokens = full[row, :length]
+        first_sep = int(np.flatnonzero(tokens == sep)[0])
+        seg_a = " " + " ".join(map(str, tokens[1:first_sep])) + " "
+        seg_b = " " + " ".join(map(str, tokens[first_sep + 1:length - 1])) + " "
+        holding_a = [doc for doc in documents if seg_a in doc]
+        assert holding_a, f"instance {row}: segment A is not a run of the text"
+        assert any(seg_b in doc for doc in documents), f"instance {row}: segment B is not a run of the text"
+        if a["next_sentence_labels"][row, 0] == 0:
+            assert any(seg_b in doc[doc.index(seg_a) + len(seg_a) - 1:] for doc in holding_a), \
+                f"instance {row}: B does not follow A in its document"
+            checked_next += 1
+    assert checked_next > 100
+
+
+def test_whole_word_masking_never_splits_a_word(made, vocab_file):
+    tokenizer = BertTokenizer(vocab_file)
+    is_piece = np.array([tokenizer.ids_to_tokens[i].startswith("##") for i in range(tokenizer.vocab_size)])
+    a = stacked(made["wwm"])
+    full = originals(a)
+    masked = np.zeros_like(full, dtype=bool)
+    rows, slots = np.nonzero(a["masked_lm_weights"] > 0)
+    masked[rows, a["masked_lm_positions"][rows, slots]] = True
+    special = np.isin(full, [tokenizer.cls_token_id, tokenizer.sep_token_id, 0])
+    piece = is_piece[full] & ~special
+    # A word piece and the token before it are masked together, unless a special token separates them.
+    joined = piece[:, 1:] & ~special[:, :-1]
+    assert (masked[:, 1:][joined] == masked[:, :-1][joined]).all()
+    assert joined.sum() > 10000 and masked[:, 1:][joined].sum() > 500  # the check had words to bite on
+    lengths = a["input_mask"].sum(axis=1)
+    budget = np.minimum(MAX_PRED, np.maximum(1, np.round(lengths * 0.15).astype(int)))
+    assert (masked.sum(axis=1) <= budget).all()
+
+
+def test_containers_and_worker_counts_agree(made):
+    tf1, ms1 = stacked(made["tf1"]), stacked(made["ms1"])
+    for name in records.FEATURES:
+        assert tf1[name].dtype == ms1[name].dtype
+        np.testing.assert_array_equal(tf1[name], ms1[name])
+    assert sha256(made["tf1"]) == sha256(made["tf2"])  # 1 and 2 workers: the same bytes
+
+
+def test_frameworks_read_our_files_directly(made):
+    pytest.importorskip("mindspore")
+    # MindSpore's own readers, in a fresh process (as a training job would use them).
+    code = f"""
+import numpy as np, mindspore.dataset as ds
+a = next(ds.MindDataset({made['ms1']!r}, shuffle=False).create_dict_iterator(output_numpy=True))
+b = next(ds.TFRecordDataset({made['tf1']!r}, shuffle=False).create_dict_iterator(output_numpy=True))
+for k in a:
+    assert np.array_equal(a[k].reshape(-1), b[k].reshape(-1)), k
+print(len(a), a['input_ids'].dtype, a['masked_lm_weights'].dtype)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["7", "int64", "float32"]
+
+
+def test_tfrecord_to_mindrecord_conversion(made, tmp_path):
+    source = tmp_path / "in"
+    source.mkdir()
+    for suffix in ("", ".json"):
+        os.symlink(made["tf1"] + suffix, source / ("w1.tfrecord" + suffix))
+    run_tool("parallel_tfrecord_to_mindrecord.py", "--input_tfrecord_dir", str(source),
+             "--output_mindrecord_dir", str(tmp_path / "out"), "--num_workers", "1")
+    converted = str(tmp_path / "out" / "w1.tfrecord.mindrecord")
+    a, b = stacked(made["tf1"]), stacked(converted)
+    for name in records.FEATURES:
+        np.testing.assert_array_equal(a[name], b[name])
+    assert records.read_manifest(converted)["count"] == len(a["input_ids"])
+
+
+def test_inspect_tool_prints_and_validates(made):
+    done = run_tool("vis_tfrecord_or_mindrecord.py", "--file_name", made["ms1"], "--vis_option", "vis_mindrecord",
+                    "--num_records", "1", "--validate")
+    assert "== record 0" in done.stdout and "[CLS]" in done.stdout and "->" in done.stdout
+    assert done.stdout.strip().endswith("valid")
+
+
+def corrupt_copy(source, target, offset):
+    data = bytearray(open(source, "rb").read())
+    data[offset] ^= 0xFF
+    open(target, "wb").write(bytes(data))
+
+
+def test_inspect_tool_rejects_damaged_and_foreign_files(made, tmp_path):
+    bad_crc = str(tmp_path / "bad.tfrecord")
+    corrupt_copy(made["tf1"], bad_crc, 5000)
+    done = run_tool("vis_tfrecord_or_mindrecord.py", "--file_name", bad_crc, "--vocab_file",
+                    records.read_manifest(made["tf1"])["vocab_file"], "--validate", check=False)
+    assert done.returncode == 2 and "corrupt TFRecord" in done.stderr and bad_crc in done.stderr
+    truncated = str(tmp_path / "cut.tfrecord")
+    open(truncated, "wb").write(open(made["tf1"], "rb").read()[:100_000])
+    done = run_tool("vis_tfrecord_or_mindrecord.py", "--file_name", truncated, "--vocab_file",
+                    records.read_manifest(made["tf1"])["vocab_file"], "--validate", check=False)
+    assert done.returncode == 2 and "corrupt TFRecord" in done.stderr
+    foreign = str(tmp_path / "other.tfrecord")
+    code = f"""
+import tensorflow as tf
+with tf.io.TFRecordWriter({foreign!r}) as w:
+    w.write(tf.train.Example(features=tf.train.Features(feature={{"label": tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[1]))}})).SerializeToString())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    done = run_tool("vis_tfrecord_or_mindrecord.py", "--file_name", foreign, "--vocab_file",
+                    records.read_manifest(made["tf1"])["vocab_file"], check=False)
+    assert done.returncode == 2 and "not a pretraining record file" in done.stderr and "label" in done.stderr
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, vocab_file, corpus):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = tmp_path / "o.tfrecord"
+    done = run_tool("create_pretraining_data.py", "--input_file", str(empty), "--output_file", str(out),
+                    "--vocab_file", vocab_file, check=False)
+    assert done.returncode == 2 and "empty" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n\n\n")
+    done = run_tool("create_pretraining_data.py", "--input_file", str(blank), "--output_file", str(out),
+                    "--vocab_file", vocab_file, "--quiet", check=False)
+    assert done.returncode == 2 and "no instance" in done.stderr
+    done = run_tool("create_pretraining_data.py", "--input_file", corpus[0], "--output_file", str(out),
+                    "--vocab_file", str(tmp_path / "missing_vocab.txt"), check=False)
+    assert done.returncode == 2 and "missing_vocab.txt" in done.stderr
+    done = run_tool("create_pretraining_data.py", "--input_file", corpus[0], "--output_file", str(out),
+                    "--vocab_file", vocab_file, "--max_seq_lenght", "64", check=False)
+    assert done.returncode == 2 and "--max_seq_length" in done.stderr  # the nearest valid flag
+    assert sorted(os.listdir(tmp_path)) == ["blank.txt", "empty.txt"]  # no output, no temporary file
+
+
+def test_interrupted_run_leaves_no_complete_looking_file(tmp_path, vocab_file, corpus, monkeypatch):
+    from mindtransformer.data import create_pretraining_data as tool
+
+    real = tool.make_instances
+
+    def dies_after_two(*args, **kwargs):
+        for index, arrays in enumerate(real(*args, **kwargs)):
+            if index == 2:
+                raise KeyboardInterrupt
+            yield arrays
+
+    monkeypatch.setattr(tool, "make_instances", dies_after_two)
+    out = tmp_path / "x.mindrecord"
+    with pytest.raises(KeyboardInterrupt):
+        tool.main(["--input_file", ",".join(corpus), "--output_file", str(out), "--vocab_file", vocab_file,
+                   "--output_format", "mindrecord", "--sentences_per_chunk", "500", "--dupe_factor", "1", "--quiet"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_generate_pretrain_mindrecords_example(tmp_path, vocab_file):
+    """The shell entry point on the bundled excerpt (no ../shared needed): one MindRecord per
+    input file, made by a bounded pool, each valid."""
+    from mindtransformer.data.wiki import extract_dump
+    from mindtransformer.utils.bundled import RESOURCES
+
+    text = tmp_path / "text"
+    extract_dump(os.path.join(RESOURCES, "enwiki-excerpt-6-articles.xml.bz2"), str(text))
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    lines = open(glob.glob(str(text / "wiki_*.txt"))[0], encoding="utf-8").read().split("\n\n")
+    (inputs / "part_a.txt").write_text("\n\n".join(lines[:3]), encoding="utf-8")
+    (inputs / "part_b.txt").write_text("\n\n".join(lines[3:]), encoding="utf-8")
+    done = subprocess.run(["bash", os.path.join(REPO_ROOT, "examples", "generate_mindrecord",
+                                                "generate_pretrain_mindrecords.sh"),
+                           str(inputs), str(tmp_path / "out"), vocab_file, "--dupe_factor=1"],
+                          capture_output=True, text=True, env=dict(os.environ, WORKERS="2"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    made = sorted(os.listdir(tmp_path / "out"))
+    assert made == ["part_a.txt.mindrecord", "part_a.txt.mindrecord.db", "part_a.txt.mindrecord.json",
+                    "part_b.txt.mindrecord", "part_b.txt.mindrecord.db", "part_b.txt.mindrecord.json"]
+    for name in ("part_a.txt.mindrecord", "part_b.txt.mindrecord"):
+        path = str(tmp_path / "out" / name)
+        assert records.read_manifest(path)["count"] == sum(1 for _ in records.iter_records(path)) > 0
