@@ -13,6 +13,8 @@ EXTRAS = {
     # Pretraining data: WikiExtractor for dumps, jieba for Chinese whole-word masking.
     "data": ["wikiextractor==3.1.0", "jieba==0.42.1"],
     "test": ["pytest>=8"],
+    # Peers that bench/ runs side by side with us (google-research/bert as published on PyPI).
+    "bench": ["bert-tensorflow==1.0.4"],
 }
 EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf", "data") for req in EXTRAS[name]})
 

@@ -82,7 +82,7 @@ def output_paths(spec: str, num_shards: int) -> list:
 _STATE = {}  # per process: the chunk tokenizer, the settings and the vocab facts
 
 
-def _init_worker(vocab_file, do_lower_case, settings, chinese_words):
+def _init_worker(vocab_file, do_lower_case, settings, chinese_words, frame_tfrecords):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # --num_workers is the one parallelism knob
     from mindtransformer.data.tokenization import BertTokenizer
 
@@ -90,24 +90,33 @@ def _init_worker(vocab_file, do_lower_case, settings, chinese_words):
     if tokenizer.mask_token_id is None:
         raise UserInputError(f"{vocab_file}: the vocab has no [MASK] token; masked-LM records need one")
     _STATE.update(tokenizer=pretraining.ChunkTokenizer(tokenizer, chinese_words), settings=settings,
+                  frame_tfrecords=frame_tfrecords,
                   vocab_size=tokenizer.vocab_size,
                   special_ids={"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
                                "mask": tokenizer.mask_token_id})
 
 
 def _make(job):
+    """(feature arrays, TFRecord-framed rows or None) of one chunk; (None, None) if it made nothing.
+    Framing here, in the worker, leaves the parent only the writing."""
     chunk_index, documents = job
     tokenized = pretraining.tokenize_documents(_STATE["tokenizer"], documents)
-    return pretraining.make_chunk(_STATE["settings"], chunk_index, tokenized, _STATE["vocab_size"],
-                                  _STATE["special_ids"])
+    arrays = pretraining.make_chunk(_STATE["settings"], chunk_index, tokenized, _STATE["vocab_size"],
+                                    _STATE["special_ids"])
+    if arrays is None or not _STATE["frame_tfrecords"]:
+        return arrays, None
+    from mindtransformer.data.tfrecord import encode_framed
+
+    dtypes = {name: dtype for name, (dtype, _) in records.FEATURES.items()}
+    return arrays, encode_framed(arrays, dtypes, range(len(arrays["input_ids"])))
 
 
-def make_instances(paths, vocab_file, do_lower_case, settings, num_workers):
-    """Yield each chunk's feature arrays (or None) in chunk order; at most 2 x workers chunks
-    are in flight, so memory does not grow with the corpus."""
+def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, frame_tfrecords=False):
+    """Yield each chunk's (feature arrays, framed TFRecords) in chunk order (see _make); at most
+    2 x workers chunks are in flight, so memory does not grow with the corpus."""
     chinese_words = settings.do_whole_word_mask
     jobs = enumerate(pretraining.chunk_documents(pretraining.read_documents(paths), settings.sentences_per_chunk))
-    init = (vocab_file, do_lower_case, settings, chinese_words)
+    init = (vocab_file, do_lower_case, settings, chinese_words, frame_tfrecords)
     if num_workers == 1:
         _init_worker(*init)
         for job in jobs:
@@ -147,7 +156,8 @@ def main(argv=None) -> int:
     total, chunks, next_writer = 0, 0, 0
     try:
         with tqdm(desc="instances", unit=" inst", disable=args.quiet, file=sys.stderr) as bar:
-            for arrays in make_instances(paths, args.vocab_file, args.do_lower_case, settings, args.num_workers):
+            for arrays, framed in make_instances(paths, args.vocab_file, args.do_lower_case, settings,
+                                                 args.num_workers, args.output_format == "tfrecord"):
                 chunks += 1
                 if arrays is None:
                     continue
@@ -155,7 +165,7 @@ def main(argv=None) -> int:
                 # google's round-robin over the output files, continued across chunks.
                 for offset, writer in enumerate(writers):
                     first = (offset - next_writer) % len(writers)
-                    writer.write(arrays, range(first, n, len(writers)))
+                    writer.write(arrays, range(first, n, len(writers)), framed)
                 next_writer = (next_writer + n) % len(writers)
                 total += n
                 bar.update(n)

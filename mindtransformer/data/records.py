@@ -85,12 +85,18 @@ class TFRecordWriter:
         self._atomic = atomic_path(path)
         self._file = open(self._atomic.__enter__(), "wb")
 
-    def write(self, arrays: dict, rows) -> None:
-        from mindtransformer.data.tfrecord import encode_examples, frame
+    def write(self, arrays: dict, rows, framed: list = None) -> None:
+        """Append the rows; `framed` (optional) holds every row of `arrays` already encoded by
+        tfrecord.encode_framed (made in a worker process, so the parent only writes)."""
+        if framed is None:
+            from mindtransformer.data.tfrecord import encode_framed
 
-        examples = encode_examples(arrays, self._dtypes, rows)
-        self._file.write(b"".join(frame(example) for example in examples))
-        self.count += len(examples)
+            self._file.write(b"".join(encode_framed(arrays, self._dtypes, rows)))
+            self.count += len(rows)
+            return
+        rows = list(rows)
+        self._file.write(b"".join(framed[row] for row in rows))
+        self.count += len(rows)
 
     def close(self) -> None:
         self._file.close()
@@ -120,7 +126,7 @@ class MindRecordWriter:
         schema = {name: {"type": dtype, "shape": [-1]} for name, (dtype, _) in lengths.items()}
         self._writer.add_schema(schema, "mindtransformer pretraining (google BERT features)")
 
-    def write(self, arrays: dict, rows) -> None:
+    def write(self, arrays: dict, rows, framed: list = None) -> None:
         rows = list(rows)
         batch = [{name: arrays[name][row] for name in FEATURES} for row in rows]
         if batch:

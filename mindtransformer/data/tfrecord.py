@@ -36,13 +36,20 @@ def frame(record: bytes) -> bytes:
     return length + masked_crc(length) + record + masked_crc(record)
 
 
-def _varint(value: int) -> bytes:
+def _encode_varint(value: int) -> bytes:
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL_VARINTS = [_encode_varint(v) for v in range(1 << 14)]  # every length an Example here can have
+
+
+def _varint(value: int) -> bytes:
+    return _SMALL_VARINTS[value] if value < 16384 else _encode_varint(value)
 
 
 def _packed_varints(values: np.ndarray):
@@ -97,3 +104,8 @@ def encode_examples(arrays: dict, dtypes: dict, rows) -> list:
         features = b"".join(entries)
         out.append(b"\x0a" + _varint(len(features)) + features)  # Example.features = 1
     return out
+
+
+def encode_framed(arrays: dict, dtypes: dict, rows) -> list:
+    """encode_examples, each already framed as a TFRecord (what a writer appends to its file)."""
+    return [frame(example) for example in encode_examples(arrays, dtypes, rows)]

@@ -295,10 +295,10 @@ def test_interrupted_run_leaves_no_complete_looking_file(tmp_path, vocab_file, c
     real = tool.make_instances
 
     def dies_after_two(*args, **kwargs):
-        for index, arrays in enumerate(real(*args, **kwargs)):
+        for index, made in enumerate(real(*args, **kwargs)):
             if index == 2:
                 raise KeyboardInterrupt
-            yield arrays
+            yield made
 
     monkeypatch.setattr(tool, "make_instances", dies_after_two)
     out = tmp_path / "x.mindrecord"
