@@ -1,0 +1,1 @@
+"""Training: typed run settings, learning-rate schedules, the loop, checkpoints, distributed set-up."""

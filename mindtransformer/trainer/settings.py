@@ -1,0 +1,179 @@
+"""One typed settings object for a training run: the original MindSpore BERT flags plus ours.
+
+Every field is a flag (`--name value` or `--name=value`, booleans as true/false) and a key of the
+`--config recipe.yaml` file; precedence: defaults < recipe < command line. An unknown flag or
+recipe key is an error naming the nearest valid one. `check(settings, world_size)` applies the
+cross-field rules before anything heavy starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from typing import Optional
+
+from mindtransformer.errors import UserInputError, closest_name
+from mindtransformer.utils.cli import StrictParser, boolean
+
+
+def _field(default, help: str, choices=None):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    # -- the original MindSpore BERT pretraining flags
+    train_data_path: str = _field("", "record files: a directory, a glob or a comma-separated list")
+    optimizer: str = _field("adamw", "adamw or lamb on torch; adamweightdecay, lamb or adamw on MindSpore",
+                            ("adamw", "lamb", "adamweightdecay"))
+    seq_length: int = _field(128, "tokens per instance; must equal the records' max_seq_length")
+    max_position_embeddings: int = _field(512, "position table size of the model")
+    parallel_mode: str = _field("stand_alone", "stand_alone or data_parallel", ("stand_alone", "data_parallel"))
+    checkpoint_prefix: str = _field("bert", "file name prefix of saved checkpoints")
+    global_batch_size: int = _field(32, "instances per optimizer step over all ranks and accumulation steps")
+    vocab_size: int = _field(30522, "vocabulary size of a model built from scratch")
+    embedding_size: int = _field(768, "hidden size of a model built from scratch")
+    num_layers: int = _field(12, "transformer layers of a model built from scratch")
+    num_heads: int = _field(12, "attention heads of a model built from scratch")
+    device_target: str = _field("CPU", "CPU, GPU or Ascend", ("CPU", "GPU", "Ascend"))
+    epoch_size: int = _field(1, "passes over the records (ignored when --train_steps > 0)")
+    device_num: int = _field(1, "devices (ranks) of a data-parallel run; checked against the launcher's world size")
+    data_parallel: int = _field(1, "data-parallel ranks; data_parallel x model_parallel must equal the world size")
+    model_parallel: int = _field(1, "model-parallel ranks (only 1 is supported)")
+    full_batch: bool = _field(False, "MindSpore's flag: every rank reads the full batch (not supported: ranks shard the data)")
+    # -- ours
+    backend: str = _field("torch", "torch or mindspore", ("torch", "mindspore"))
+    max_predictions_per_seq: int = _field(20, "masked positions per instance; must equal the records'")
+    intermediate_size: int = _field(0, "feed-forward size of a model built from scratch (0: 4 x embedding_size)")
+    init_from: str = _field("", "start from an HF folder or a converted .ckpt instead of random weights")
+    load_checkpoint_path: str = _field("", "resume exactly from this training checkpoint (or a directory of them: the newest)")
+    save_checkpoint_path: str = _field("outputs/pretrain", "directory for checkpoints, logs, pictures and the final export")
+    save_checkpoint_steps: int = _field(1000, "optimizer steps between checkpoints")
+    keep_checkpoint_max: int = _field(3, "checkpoints kept (the best is kept as well)")
+    train_steps: int = _field(0, "optimizer steps to run (0: --epoch_size passes)")
+    warmup_steps: int = _field(0, "linear warmup steps")
+    learning_rate: float = _field(1e-4, "peak learning rate")
+    end_learning_rate: float = _field(0.0, "learning rate reached at the last step")
+    lr_decay: str = _field("linear", "decay after warmup", ("linear", "polynomial", "constant"))
+    lr_power: float = _field(1.0, "exponent of polynomial decay")
+    weight_decay: float = _field(0.01, "decoupled weight decay (not on biases and LayerNorm)")
+    clip_grad_norm: float = _field(1.0, "clip the global gradient norm to this (0: off)")
+    grad_accumulation_steps: int = _field(1, "micro-batches per optimizer step")
+    precision: str = _field("fp32", "fp32; bf16 (autocast, CPU and GPU); fp16 (dynamic loss scaling, GPU)",
+                            ("fp32", "bf16", "fp16"))
+    dropout: Optional[float] = _field(None, "override the model's dropout probabilities (0 for exact comparisons)")
+    eval_data_path: str = _field("", "records to evaluate on every --eval_steps steps (empty: no evaluation)")
+    eval_steps: int = _field(0, "optimizer steps between evaluations (0: only at the end)")
+    log_steps: int = _field(10, "optimizer steps between metric log lines")
+    seed: int = _field(0, "seed of the model initialisation, dropout and data order")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+
+
+def build_parser(prog: str, description: str) -> StrictParser:
+    """A parser whose defaults are SUPPRESSed, so that what the user typed can be told apart."""
+    p = StrictParser(prog=prog, description=description, argument_default=argparse.SUPPRESS,
+                     formatter_class=argparse.HelpFormatter)
+    p.add_argument("--config", help="a YAML recipe whose keys are these flag names (the command line wins)")
+    for name, f in FIELDS.items():
+        kind = {"bool": boolean, "int": int, "float": float, "Optional[float]": float}.get(str(f.type), str)
+        choices = f.metadata["choices"]
+        p.add_argument(f"--{name}", type=kind, choices=choices, metavar=name.upper() if not choices else None,
+                       help=f"{f.metadata['help']} (default: {f.default})")
+    return p
+
+
+def read_recipe(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            recipe = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise UserInputError(f"--config={path}: no such recipe file") from None
+    except yaml.YAMLError as err:
+        raise UserInputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(recipe, dict):
+        raise UserInputError(f"{path}: a recipe is a mapping of flag names to values")
+    for key in recipe:
+        if key not in FIELDS:
+            raise UserInputError(f"{path}: unknown key {key!r}{closest_name(str(key), FIELDS)}")
+    return recipe
+
+
+def _coerce(name: str, value, source: str):
+    f = FIELDS[name]
+    kind = str(f.type)
+    try:
+        if value is None and kind.startswith("Optional"):
+            return None
+        if kind == "bool":
+            return value if isinstance(value, bool) else boolean(str(value))
+        if kind in ("int",):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind in ("float", "Optional[float]"):
+            return float(value)
+        value = str(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError):
+        raise UserInputError(f"{source}: {name}={value!r} is not a valid {kind}") from None
+    choices = f.metadata["choices"]
+    if choices and value not in choices:
+        raise UserInputError(f"{source}: {name}={value!r}; use one of {', '.join(choices)}")
+    return value
+
+
+def parse_settings(argv=None, prog: str = "bert_trainer", description: str = __doc__.split("\n\n")[0]) -> TrainSettings:
+    given = vars(build_parser(prog, description).parse_args(argv))
+    values = {}
+    recipe_path = given.pop("config", None)
+    if recipe_path:
+        values.update({k: _coerce(k, v, recipe_path) for k, v in read_recipe(recipe_path).items()})
+    values.update(given)  # already typed and checked by argparse
+    return TrainSettings(**values)
+
+
+def check(settings: TrainSettings, world_size: int = 1) -> None:
+    """Cross-field rules; each failure is one line naming the flags and the fix."""
+    s = settings
+    for name in ("seq_length", "global_batch_size", "grad_accumulation_steps", "num_layers", "num_heads",
+                 "embedding_size", "vocab_size", "max_predictions_per_seq", "epoch_size", "device_num",
+                 "data_parallel", "model_parallel", "save_checkpoint_steps", "keep_checkpoint_max"):
+        if getattr(s, name) < 1:
+            raise UserInputError(f"--{name}={getattr(s, name)}: must be >= 1")
+    if s.seq_length > s.max_position_embeddings:
+        raise UserInputError(f"--seq_length={s.seq_length} exceeds --max_position_embeddings={s.max_position_embeddings}; "
+                             "lower the first or raise the second")
+    if s.embedding_size % s.num_heads:
+        raise UserInputError(f"--embedding_size={s.embedding_size} is not divisible by --num_heads={s.num_heads}")
+    if s.model_parallel != 1:
+        raise UserInputError(f"--model_parallel={s.model_parallel}: only data parallelism is supported; use 1")
+    if s.full_batch:
+        raise UserInputError("--full_batch=true: every rank reads its own shard here; use false")
+    if s.parallel_mode == "stand_alone" and world_size > 1:
+        raise UserInputError(f"--parallel_mode=stand_alone but the launcher started {world_size} ranks; "
+                             "use --parallel_mode=data_parallel")
+    if s.parallel_mode == "data_parallel":
+        if s.data_parallel * s.model_parallel != world_size:
+            raise UserInputError(f"--data_parallel={s.data_parallel} x --model_parallel={s.model_parallel} "
+                                 f"!= world size {world_size}; set --data_parallel={world_size}")
+        if s.device_num != world_size:
+            raise UserInputError(f"--device_num={s.device_num} but the launcher started {world_size} ranks; "
+                                 f"set --device_num={world_size}")
+    per_step = world_size * s.grad_accumulation_steps
+    if s.global_batch_size % per_step:
+        raise UserInputError(f"--global_batch_size={s.global_batch_size} is not divisible by world size {world_size} "
+                             f"x --grad_accumulation_steps={s.grad_accumulation_steps}; use a multiple of {per_step}")
+    if s.precision == "fp16" and s.device_target == "CPU":
+        raise UserInputError("--precision=fp16 needs --device_target=GPU (dynamic loss scaling); use bf16 or fp32 on CPU")
+    if s.warmup_steps < 0 or s.train_steps < 0 or s.learning_rate <= 0:
+        raise UserInputError("--warmup_steps and --train_steps must be >= 0 and --learning_rate > 0")
+    if s.backend == "torch" and s.optimizer == "adamweightdecay":
+        raise UserInputError("--optimizer=adamweightdecay is MindSpore's; on torch use adamw or lamb")
+    if not s.train_data_path:
+        raise UserInputError("--train_data_path is required: the record files to train on")
+    if s.load_checkpoint_path and not os.path.exists(s.load_checkpoint_path):
+        raise UserInputError(f"--load_checkpoint_path={s.load_checkpoint_path}: no such checkpoint")
