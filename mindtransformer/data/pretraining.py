@@ -239,27 +239,30 @@ def pack_document(documents, index: int, settings: PretrainingSettings, rng: ran
 # ---- masking, vectorised over a chunk ----------------------------------------------------------
 
 def assemble(instances, settings: PretrainingSettings, special_ids: dict):
-    """Packed pairs -> padded arrays: ids (N, T), word_start (N, T) over maskable tokens only,
-    lengths (N,), len_a (N,), next_sentence_labels (N,)."""
+    """Packed pairs -> padded arrays: ids (N, T); candidate and word_start (N, T) over the
+    maskable tokens (not [CLS]/[SEP]/padding); segment (N, T); lengths (N,);
+    next_sentence_labels (N,). Built from one flat token list, not row by row."""
     n, t = len(instances), settings.max_seq_length
-    ids = np.zeros((n, t), dtype=np.int64)
-    word_start = np.zeros((n, t), dtype=bool)
-    candidate = np.zeros((n, t), dtype=bool)
-    segment = np.zeros((n, t), dtype=np.int64)
+    cls, sep = special_ids["cls"], special_ids["sep"]
+    flat_ids, flat_starts = [], []
+    len_a = np.empty(n, dtype=np.int64)
     lengths = np.empty(n, dtype=np.int64)
     labels = np.empty(n, dtype=np.int64)
-    cls, sep = special_ids["cls"], special_ids["sep"]
     for row, (a_ids, a_starts, b_ids, b_starts, is_random_next) in enumerate(instances):
-        la, lb = len(a_ids), len(b_ids)
-        length = la + lb + 3
-        ids[row, :length] = [cls, *a_ids, sep, *b_ids, sep]
-        word_start[row, 1:la + 1] = a_starts
-        word_start[row, la + 2:length - 1] = b_starts
-        candidate[row, 1:la + 1] = True
-        candidate[row, la + 2:length - 1] = True
-        segment[row, la + 2:length] = 1
-        lengths[row] = length
-        labels[row] = 1 if is_random_next else 0
+        flat_ids += [cls, *a_ids, sep, *b_ids, sep]
+        flat_starts += [False, *a_starts, False, *b_starts, False]
+        len_a[row] = len(a_ids)
+        lengths[row] = len(a_ids) + len(b_ids) + 3
+        labels[row] = is_random_next
+    position = np.arange(t)[None, :]  # (1, T)
+    used = position < lengths[:, None]  # (N, T): row-major order of `used` is the flat order
+    ids = np.zeros((n, t), dtype=np.int64)
+    ids[used] = flat_ids
+    word_start = np.zeros((n, t), dtype=bool)
+    word_start[used] = flat_starts
+    first_b = len_a[:, None] + 2  # position of B's first token
+    candidate = used & (position > 0) & (position != first_b - 1) & (position != lengths[:, None] - 1)
+    segment = (used & (position >= first_b)).astype(np.int64)
     return ids, candidate, word_start, segment, lengths, labels
 
 
