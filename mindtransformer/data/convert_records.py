@@ -46,7 +46,7 @@ def convert_file(source: str, target: str) -> int:
     first = next(stream, None)
     if first is None:
         raise UserInputError(f"{source}: holds no records")
-    lengths = {name: (dtype, len(first[name])) for name, (dtype, _) in records.FEATURES.items()}
+    lengths = records.record_lengths(first)
     writer = records.open_writer("mindrecord", target, lengths)
     batch, count = [first], 0
     try:

@@ -107,8 +107,7 @@ def _make(job):
         return arrays, None
     from mindtransformer.data.tfrecord import encode_framed
 
-    dtypes = {name: dtype for name, (dtype, _) in records.FEATURES.items()}
-    return arrays, encode_framed(arrays, dtypes, range(len(arrays["input_ids"])))
+    return arrays, encode_framed(arrays, records.DTYPES, range(len(arrays["input_ids"])))
 
 
 def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, frame_tfrecords=False):

@@ -66,7 +66,7 @@ class Validator:
 
     def check(self, index: int, r: dict) -> None:
         if self.lengths is None:
-            self.lengths = {name: (dtype, len(r[name])) for name, (dtype, _) in records.FEATURES.items()}
+            self.lengths = records.record_lengths(r)
         for name, (dtype, length) in self.lengths.items():
             if r[name].dtype != np.dtype(dtype) or r[name].shape != (length,):
                 self._fail(index, f"{name} is not {dtype}[{length}]")
@@ -139,9 +139,7 @@ def main(argv=None) -> int:
     if not vocab_file:
         raise UserInputError(f"{path}: no manifest names its vocab; pass --vocab_file")
     tokenizer = BertTokenizer(vocab_file)
-    lengths = None
-    if manifest:
-        lengths = {name: (spec["dtype"], spec["shape"][0]) for name, spec in manifest["schema"].items()}
+    lengths = records.file_lengths(path) if manifest else None  # else: from record 0, while validating
     output_format = VIS_OPTIONS[args.vis_option] if args.vis_option else records.detect_format(path)
     validator = Validator(tokenizer, lengths)
     stream = records.iter_records(path, output_format)

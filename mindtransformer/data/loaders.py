@@ -51,14 +51,8 @@ def check_sizes(files: List[str], max_seq_length: Optional[int], max_predictions
     the run expects is an error naming the file, both numbers and the fix."""
     sizes = None
     for path in files:
-        if os.path.isfile(records.manifest_path(path)):
-            schema = records.read_manifest(path)["schema"]
-            found = {"seq": schema["input_ids"]["shape"][0], "pred": schema["masked_lm_positions"]["shape"][0]}
-        else:
-            first = next(records.iter_records(path), None)
-            if first is None:
-                raise UserInputError(f"{path}: holds no records")
-            found = {"seq": len(first["input_ids"]), "pred": len(first["masked_lm_positions"])}
+        lengths = records.file_lengths(path)
+        found = {"seq": lengths["input_ids"][1], "pred": lengths["masked_lm_positions"][1]}
         if sizes is not None and found != sizes:
             raise UserInputError(f"{path}: records of max_seq_length {found['seq']} / max_predictions_per_seq "
                                  f"{found['pred']}, unlike {files[0]} ({sizes['seq']} / {sizes['pred']}); "

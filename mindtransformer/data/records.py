@@ -37,10 +37,28 @@ FEATURES = {
 }
 
 
+DTYPES = {name: dtype for name, (dtype, _) in FEATURES.items()}
+
+
 def feature_lengths(max_seq_length: int, max_predictions_per_seq: int) -> dict:
     """name -> (dtype, length) for the given sizes."""
     sizes = {"T": max_seq_length, "P": max_predictions_per_seq, 1: 1}
     return {name: (dtype, sizes[length]) for name, (dtype, length) in FEATURES.items()}
+
+
+def record_lengths(record: dict) -> dict:
+    """name -> (dtype, length) as one record shows them."""
+    return {name: (dtype, len(record[name])) for name, dtype in DTYPES.items()}
+
+
+def file_lengths(path: str) -> dict:
+    """name -> (dtype, length) of a record file: from its manifest, else from its first record."""
+    if os.path.isfile(manifest_path(path)):
+        return {name: (spec["dtype"], spec["shape"][0]) for name, spec in read_manifest(path)["schema"].items()}
+    first = next(iter_records(path), None)
+    if first is None:
+        raise UserInputError(f"{path}: holds no records")
+    return record_lengths(first)
 
 
 def manifest_path(path: str) -> str:
@@ -81,7 +99,6 @@ class TFRecordWriter:
 
     def __init__(self, path: str, lengths: dict):
         self.path, self.count = path, 0
-        self._dtypes = {name: dtype for name, (dtype, _) in lengths.items()}
         self._atomic = atomic_path(path)
         self._file = open(self._atomic.__enter__(), "wb")
 
@@ -91,7 +108,7 @@ class TFRecordWriter:
         if framed is None:
             from mindtransformer.data.tfrecord import encode_framed
 
-            self._file.write(b"".join(encode_framed(arrays, self._dtypes, rows)))
+            self._file.write(b"".join(encode_framed(arrays, DTYPES, rows)))
             self.count += len(rows)
             return
         rows = list(rows)

@@ -108,7 +108,7 @@ def test_tfrecord_encoding_equals_tensorflows(made):
     tf = pytest.importorskip("tensorflow")
     from mindtransformer.data.tfrecord import encode_examples
 
-    dtypes = {name: dtype for name, (dtype, _) in records.FEATURES.items()}
+    dtypes = records.DTYPES
     real = {name: values[:30] for name, values in stacked(made["tf1"]).items()}
     edges = {name: real[name][:2].copy() for name in real}
     edges["input_ids"][0, :6] = [0, 127, 128, 16383, 16384, 2 ** 40]
@@ -332,3 +332,30 @@ def test_generate_pretrain_mindrecords_example(tmp_path, vocab_file):
     for name in ("part_a.txt.mindrecord", "part_b.txt.mindrecord"):
         path = str(tmp_path / "out" / name)
         assert records.read_manifest(path)["count"] == sum(1 for _ in records.iter_records(path)) > 0
+
+
+@pytest.mark.parametrize("case", ["glob_matches_nothing", "not_utf8", "bad_shards", "not_a_vocab",
+                                  "vis_missing_file", "convert_missing_dir", "convert_no_tfrecords"])
+def test_more_bad_input_is_one_line(case, tmp_path, vocab_file):
+    """Each bad input: exit status 2, one `error:` line naming the culprit, no output left."""
+    text = tmp_path / "in.txt"
+    text.write_text("One sentence here.\nAnother one.\n\nA second document.\nWith two lines.\n", encoding="utf-8")
+    out = str(tmp_path / "out" / "o.tfrecord")
+    make = ["create_pretraining_data.py", "--output_file", out, "--vocab_file", vocab_file, "--quiet"]
+    args, named = {
+        "glob_matches_nothing": (make + ["--input_file", str(tmp_path / "nothing_*.txt")], "nothing_*.txt"),
+        "not_utf8": (make + ["--input_file", str(tmp_path / "latin1.txt")], "latin1.txt"),
+        "bad_shards": (make + ["--input_file", str(text), "--num_shards", "0"], "--num_shards"),
+        "not_a_vocab": (["create_pretraining_data.py", "--output_file", out, "--input_file", str(text),
+                         "--vocab_file", str(text)], "not a BERT vocab"),
+        "vis_missing_file": (["vis_tfrecord_or_mindrecord.py", "--file_name", str(tmp_path / "gone.tfrecord")], "gone.tfrecord"),
+        "convert_missing_dir": (["parallel_tfrecord_to_mindrecord.py", "--input_tfrecord_dir", str(tmp_path / "nodir"),
+                                 "--output_mindrecord_dir", str(tmp_path / "out")], "nodir"),
+        "convert_no_tfrecords": (["parallel_tfrecord_to_mindrecord.py", "--input_tfrecord_dir", str(tmp_path),
+                                  "--output_mindrecord_dir", str(tmp_path / "out")], "no TFRecord file"),
+    }[case]
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait.\n".encode("latin-1"))
+    done = run_tool(*args, check=False)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], done.stderr
+    assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
