@@ -12,11 +12,14 @@ EXTRAS = {
     "deepspeed": ["deepspeed"],
     # Pretraining data: WikiExtractor for dumps, jieba for Chinese whole-word masking.
     "data": ["wikiextractor==3.1.0", "jieba==0.42.1"],
+    # Training logs as TensorBoard event files (written only when this is installed).
+    "tensorboard": ["tensorboard>=2.15"],
     "test": ["pytest>=8"],
     # Peers that bench/ runs side by side with us (google-research/bert as published on PyPI).
     "bench": ["bert-tensorflow==1.0.4"],
 }
-EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf", "data") for req in EXTRAS[name]})
+EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf", "data",
+                                                                "tensorboard") for req in EXTRAS[name]})
 
 setup(
     name="mindtransformer",

@@ -18,3 +18,10 @@ def closest_name(name: str, choices) -> str:
 
     match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+class CollectiveError(RuntimeError):
+    """A data-parallel collective failed (a rank died or stopped answering). One line."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

@@ -56,3 +56,30 @@ def mindspore_mode(request):
     ms.set_context(mode=getattr(ms, f"{request.param}_MODE"))
     yield request.param
     ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+def make_pretraining_records(out_dir: str, output_format: str = "tfrecord", dupe_factor: int = 2) -> str:
+    """MLM/NSP records from the bundled Wikipedia excerpt (MiniLM's vocabulary), through the CLI."""
+    import subprocess
+    import sys
+
+    from mindtransformer.data.wiki import extract_dump
+    from mindtransformer.utils.bundled import RESOURCES, minilm_path
+
+    text = os.path.join(out_dir, "text")
+    if not os.path.isdir(text):
+        extract_dump(os.path.join(RESOURCES, "enwiki-excerpt-6-articles.xml.bz2"), text)
+    records = os.path.join(out_dir, output_format)
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tools", "create_pretraining_data.py"),
+                           "--input_file", os.path.join(text, "wiki_*.txt"),
+                           "--output_file", os.path.join(records, f"wiki.{output_format}"),
+                           "--output_format", output_format, "--vocab_file", os.path.join(minilm_path(), "vocab.txt"),
+                           "--dupe_factor", str(dupe_factor), "--num_shards", "2", "--quiet"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return records
+
+
+@pytest.fixture(scope="session")
+def pretraining_tfrecords(tmp_path_factory):
+    return make_pretraining_records(str(tmp_path_factory.mktemp("pretraining")), "tfrecord")

@@ -2,9 +2,12 @@
 
 One deterministic stream serves both: for epoch e the files are taken in an order shuffled with
 (seed, e) and records pass through a shuffle buffer seeded the same way (tf.data's scheme), then
-record j of the epoch goes to data-parallel rank j % world_size. Each rank's records are cut
-into batches; a resume position is (epoch, batches already taken), and resuming skips exactly
-those batches of the same stream. Adaptors (in the backends, which alone import frameworks):
+are cut into batches of `batch_size`; batch m of the epoch goes to data-parallel rank
+m % world_size, and only whole groups of world_size batches are dealt (every rank gets the same
+number). So W ranks at step s hold exactly the batches that one process with W times the
+gradient-accumulation steps holds: data-parallel and single-process runs see the same global
+batches. A resume position is (epoch, batches this rank already took), and resuming skips
+exactly those batches of the same stream. Adaptors (in the backends, which alone import frameworks):
 
 - torch: `mindtransformer.backends.torch.data.PretrainingData`, an `IterableDataset` of whole
   batches, sharded by rank and by DataLoader worker (worker w of W makes the rank's batches k with (k - skip) % W == w, and the
@@ -68,6 +71,17 @@ def check_sizes(files: List[str], max_seq_length: Optional[int], max_predictions
     return sizes
 
 
+def count_records(files: List[str]) -> int:
+    """Records in the files: their manifests' counts, or a read through files without one."""
+    total = 0
+    for path in files:
+        if os.path.isfile(records.manifest_path(path)):
+            total += int(records.read_manifest(path)["count"])
+        else:
+            total += sum(1 for _ in records.iter_records(path))
+    return total
+
+
 class PretrainingStream:
     """The deterministic record stream of module docstring, as batches of one rank."""
 
@@ -104,17 +118,24 @@ class PretrainingStream:
     def batches(self, epoch: int, skip: int = 0, worker: int = 0, num_workers: int = 1) -> Iterator[dict]:
         """This rank's batches k >= skip with (k - skip) % num_workers == worker: {name: (B, ...) array}.
         (Counting from `skip` makes worker 0 hold the first batch wanted, which a DataLoader asks first.)"""
-        pending, index = [], 0
-        for j, record in enumerate(self.records(epoch)):
-            if j % self.world_size != self.rank:
-                continue
-            pending.append(record)
-            if len(pending) == self.batch_size:
-                if index >= skip and (index - skip) % num_workers == worker:
-                    yield _stack(pending)
-                pending, index = [], index + 1
-        if pending and not self.drop_remainder and index >= skip and (index - skip) % num_workers == worker:
-            yield _stack(pending)
+        def wanted(k: int) -> bool:
+            return k >= skip and (k - skip) % num_workers == worker
+
+        group, index = [], 0  # group: records of the next world_size batches (W x B)
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        for record in self.records(epoch):
+            group.append(record)
+            if len(group) == self.world_size * self.batch_size:
+                if wanted(index):
+                    yield _stack(group[mine])
+                group, index = [], index + 1
+        # The last partial group: dealt in order (evaluation), or dropped so ranks stay in step.
+        if group[mine] and not self.drop_remainder and wanted(index):
+            yield _stack(group[mine])
+
+    def batches_per_epoch(self, records_per_epoch: int) -> int:
+        """Whole batches each rank takes from an epoch of that many records (drop_remainder)."""
+        return records_per_epoch // (self.world_size * self.batch_size)
 
 
 def _stack(rows: list) -> dict:

@@ -67,6 +67,13 @@ class TrainSettings:
     eval_steps: int = _field(0, "optimizer steps between evaluations (0: only at the end)")
     log_steps: int = _field(10, "optimizer steps between metric log lines")
     seed: int = _field(0, "seed of the model initialisation, dropout and data order")
+    do_shuffle: bool = _field(True, "shuffle file order and records (a seeded buffer) each epoch")
+    shuffle_buffer: int = _field(10000, "records in the shuffle buffer")
+    # -- data parallel: where rank 0 listens; the launcher (mpirun, torchrun, msrun) sets ranks
+    master_addr: str = _field("", "address of rank 0 (default: $MASTER_ADDR, else 127.0.0.1)")
+    master_port: int = _field(0, "port of rank 0 (default: $MASTER_PORT, else 29500)")
+    network_interface: str = _field("", "network interface for collectives, e.g. eth0 (default: the system's choice)")
+    collective_timeout: int = _field(45, "seconds a collective waits for a silent rank before the run stops")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
@@ -141,7 +148,8 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
     s = settings
     for name in ("seq_length", "global_batch_size", "grad_accumulation_steps", "num_layers", "num_heads",
                  "embedding_size", "vocab_size", "max_predictions_per_seq", "epoch_size", "device_num",
-                 "data_parallel", "model_parallel", "save_checkpoint_steps", "keep_checkpoint_max"):
+                 "data_parallel", "model_parallel", "save_checkpoint_steps", "keep_checkpoint_max",
+                 "log_steps", "shuffle_buffer", "collective_timeout"):
         if getattr(s, name) < 1:
             raise UserInputError(f"--{name}={getattr(s, name)}: must be >= 1")
     if s.seq_length > s.max_position_embeddings:

@@ -8,7 +8,7 @@ UserInputError is printed as one line, `error: ...`, with exit status 2.
 import argparse
 import sys
 
-from mindtransformer.errors import UserInputError, closest_name
+from mindtransformer.errors import CollectiveError, UserInputError, closest_name
 
 
 class StrictParser(argparse.ArgumentParser):
@@ -37,12 +37,16 @@ class StrictParser(argparse.ArgumentParser):
 
 
 def run_main(main, argv=None) -> int:
-    """Call main(argv); a UserInputError becomes one line on stderr and exit status 2."""
+    """Call main(argv); a UserInputError becomes one line on stderr and exit status 2, a failed
+    data-parallel collective (CollectiveError) one line and exit status 1."""
     try:
         return main(argv) or 0
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except CollectiveError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 def boolean(text: str) -> bool:

@@ -35,6 +35,12 @@ def load_arrays(model, arrays: dict) -> None:
         target.set_data(ms.Tensor(np.ascontiguousarray(value), dtype=target.dtype))
 
 
+def manual_seed(seed: int) -> None:
+    """Seed weight initialisation (numpy, see nn._normal) and dropout."""
+    ms.set_seed(seed)
+    np.random.seed(seed)
+
+
 def set_train(model, mode: bool):
     return model.set_train(mode)
 

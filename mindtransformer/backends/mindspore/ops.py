@@ -67,6 +67,12 @@ def reshape(x, new_shape):
     return _ops.reshape(x, new_shape)
 
 
+def gather_positions(x, positions):
+    """(B, T, H), positions (B, P) -> (B, P, H)."""
+    index = _ops.broadcast_to(_ops.expand_dims(_ops.cast(positions, ms.int32), -1), positions.shape + (x.shape[-1],))
+    return _ops.gather_elements(x, 1, index)
+
+
 def cross_entropy(logits, labels):
     """Mean cross-entropy over labels != -100; logits (..., K), labels (...)."""
     flat = _ops.reshape(_ops.cast(logits, ms.float32), (-1, logits.shape[-1]))

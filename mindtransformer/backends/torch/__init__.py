@@ -27,6 +27,11 @@ def load_arrays(model, arrays: dict) -> None:
             target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
 
 
+def manual_seed(seed: int) -> None:
+    """Seed weight initialisation and dropout."""
+    torch.manual_seed(seed)
+
+
 def set_train(model, mode: bool):
     return model.train(mode)
 
@@ -48,13 +53,16 @@ def infer(model, inputs: dict) -> dict:
 
 
 def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0):
-    """AdamW (bias-corrected, as torch.optim.AdamW); decay off for biases and LayerNorm."""
+    """adamw (torch.optim.AdamW) or lamb (backends/torch/optim.py); decay off for biases and LayerNorm."""
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
               {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}]
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=learning_rate, eps=1e-6)
+    if name == "lamb":
+        from mindtransformer.backends.torch.optim import Lamb
+        return Lamb(groups, lr=learning_rate, eps=1e-6)
     raise ValueError(f"optimizer {name!r} is not available on torch")
 
 

@@ -59,6 +59,11 @@ def reshape(x, new_shape):
     return x.reshape(new_shape)
 
 
+def gather_positions(x, positions):
+    """(B, T, H), positions (B, P) -> (B, P, H)."""
+    return torch.gather(x, 1, positions.long().unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
 def cross_entropy(logits, labels):
     """Mean cross-entropy over labels != -100; logits (..., K), labels (...)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)

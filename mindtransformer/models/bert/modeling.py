@@ -198,10 +198,17 @@ class BertForPreTraining(nn.Module):
         self.bert = BertModel(config)
         self.cls = BertPreTrainingHeads(config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None,
+                masked_lm_positions=None):
         # labels (B, T): the original token at masked positions, -100 elsewhere (HF's convention).
+        # With masked_lm_positions (B, P) (google's way, what the trainer passes) the MLM head runs
+        # only at those positions: prediction_logits (B, P, V) and labels (B, P), T / P times
+        # less work in the largest matmul of a small model.
         x = self.bert.encode(input_ids, attention_mask, token_type_ids)
-        mlm, nsp = self.cls(x, self.bert.pooler(x), self.bert.embeddings.word_embeddings.weight)
+        pooled = self.bert.pooler(x)
+        if masked_lm_positions is not None:
+            x = ops.gather_positions(x, masked_lm_positions)  # (B, T, H) -> (B, P, H)
+        mlm, nsp = self.cls(x, pooled, self.bert.embeddings.word_embeddings.weight)
         outputs = {"prediction_logits": mlm, "seq_relationship_logits": nsp}
         if labels is not None and next_sentence_label is not None:
             outputs["loss"] = ops.cross_entropy(mlm, labels) + ops.cross_entropy(nsp, next_sentence_label)

@@ -1,0 +1,177 @@
+"""The torch engine the training loop (trainer/loop.py) drives: gradient accumulation,
+data-parallel averaging over torch.distributed, clipping, bf16 autocast, fp16 loss scaling,
+the optimizer, and the engine's part of a checkpoint. The MindSpore engine has the same methods.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+
+import numpy as np
+import torch
+
+from mindtransformer.backends.common import forward_arguments
+from mindtransformer.backends.torch import make_optimizer
+from mindtransformer.errors import CollectiveError
+
+
+class Engine:
+    def __init__(self, model, world, optimizer: str = "adamw", learning_rate: float = 1e-4,
+                 weight_decay: float = 0.01, clip_grad_norm: float = 1.0, precision: str = "fp32",
+                 device_target: str = "CPU"):
+        self.world = world
+        self.device = torch.device("cuda", world.local_rank) if device_target == "GPU" else torch.device("cpu")
+        self.model = model.to(self.device)
+        self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
+        self.clip_grad_norm = clip_grad_norm
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        # fp16 needs dynamic loss scaling (GPU only; settings.check refuses fp16 on CPU).
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        if world.size > 1:
+            _join(world, "nccl" if self.device.type == "cuda" else "gloo")
+
+    # ---- one optimizer step = forward_backward on each micro-batch, then step -------------------
+
+    def _inputs(self, batch: dict) -> list:
+        return [None if v is None else torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
+                for v in forward_arguments(self.model, batch)]
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+
+    def forward_backward(self, batch: dict, weight: float) -> float:
+        """Loss of one micro-batch; its gradient times `weight` (1 / micro-batches per step) is added."""
+        self.model.train()
+        with self._autocast():
+            loss = self.model(*self._inputs(batch))["loss"]
+        scaled = loss.float() * weight
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        return float(loss.detach())
+
+    def step(self, learning_rate: float, local_loss: float, step: int) -> dict:
+        """Average gradients (and the loss) over ranks, clip, update; a step whose gradient is not
+        finite is skipped (parameters untouched) and reported, never applied."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.parameters]
+        loss = local_loss
+        if self.world.size > 1:
+            # One all-reduce for every gradient and the loss: flat (N + 1,) float32.
+            flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.tensor([local_loss], device=self.device)])
+            self._all_reduce(flat, step)
+            flat /= self.world.size
+            offset = 0
+            for p, g in zip(self.parameters, grads):
+                p.grad = flat[offset:offset + g.numel()].view_as(p).to(p.dtype)
+                offset += g.numel()
+            loss = float(flat[-1])
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        limit = self.clip_grad_norm if self.clip_grad_norm > 0 else math.inf
+        norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, limit))
+        skipped = not math.isfinite(norm)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        if self.scaler:
+            self.scaler.step(self.optimizer)  # skips by itself when the unscaled gradient has inf/NaN
+            self.scaler.update()
+        elif not skipped:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss, "grad_norm": norm, "skipped": skipped,
+                **({"loss_scale": float(self.scaler.get_scale())} if self.scaler else {})}
+
+    @torch.no_grad()
+    def evaluate(self, batch: dict) -> float:
+        self.model.eval()
+        with self._autocast():
+            return float(self.model(*self._inputs(batch))["loss"])
+
+    def all_sum(self, values: list, step: int) -> list:
+        """Sum a few numbers over ranks (evaluation totals)."""
+        if self.world.size == 1:
+            return list(values)
+        flat = torch.tensor(values, dtype=torch.float64, device=self.device)
+        self._all_reduce(flat, step)
+        return flat.tolist()
+
+    def _all_reduce(self, tensor, step: int) -> None:
+        import torch.distributed as dist
+
+        try:
+            dist.all_reduce(tensor)
+        except (RuntimeError, dist.DistError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise CollectiveError(f"rank {self.world.rank}: the all-reduce of step {step} failed: another rank "
+                                  f"stopped or stopped answering ({first})") from None
+
+    def barrier(self) -> None:
+        if self.world.size > 1:
+            self._all_reduce(torch.zeros(1, device=self.device), -1)
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    # ---- checkpoints: weights and optimizer from rank 0, RNG state from every rank -------------
+
+    def save(self, directory: str) -> dict:
+        """Write this rank's files into `directory`; returns JSON-able state for trainer_state.json."""
+        torch.save(_rng_state(), os.path.join(directory, f"rng-rank{self.world.rank}.pt"))
+        if self.world.is_main:
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
+                      os.path.join(directory, "model.safetensors"))
+            torch.save(self.optimizer.state_dict(), os.path.join(directory, "optimizer.pt"))
+        return {"loss_scaler": self.scaler.state_dict() if self.scaler else None}
+
+    def load(self, directory: str, state: dict) -> None:
+        from safetensors.torch import load_file
+
+        weights = load_file(os.path.join(directory, "model.safetensors"), device=str(self.device))
+        self.model.load_state_dict(weights, strict=True)
+        optimizer_state = torch.load(os.path.join(directory, "optimizer.pt"), map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(optimizer_state)
+        if self.scaler and state.get("loss_scaler"):
+            self.scaler.load_state_dict(state["loss_scaler"])
+        rng_file = os.path.join(directory, f"rng-rank{self.world.rank}.pt")
+        if os.path.isfile(rng_file):  # absent when resuming with more ranks than were saved
+            _set_rng_state(torch.load(rng_file, weights_only=True))
+
+    def named_arrays(self) -> dict:
+        return {k: v.detach().cpu().float().numpy() for k, v in self.model.state_dict().items()}
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _join(world, backend: str) -> None:
+    """Join the process group at rank 0's address; collectives time out after world.timeout_s."""
+    import torch.distributed as dist
+
+    if world.network_interface:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", world.network_interface)
+        os.environ.setdefault("NCCL_SOCKET_IFNAME", world.network_interface)
+    try:
+        dist.init_process_group(backend, init_method=f"tcp://{world.master_addr}:{world.master_port}",
+                                rank=world.rank, world_size=world.size,
+                                timeout=datetime.timedelta(seconds=world.timeout_s))
+    except (RuntimeError, dist.DistError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise CollectiveError(f"rank {world.rank}: could not join the {world.size}-rank group at "
+                              f"{world.master_addr}:{world.master_port} ({first}); check --master_addr/--master_port "
+                              "and that every rank started") from None

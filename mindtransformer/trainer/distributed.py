@@ -1,0 +1,126 @@
+"""Who am I in a data-parallel run: rank, world size and rank 0's address, from the launcher.
+
+Launchers announce ranks through their own environment variables; we read OpenMPI's (mpirun),
+torchrun's and MindSpore's (msrun / RANK_ID), in that order. Each backend's engine then joins
+its own collective library with these numbers (backends/*/distributed.py). Nothing here
+imports a framework.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+
+from mindtransformer.errors import UserInputError
+
+# (rank, world size, local rank) variables of each launcher.
+LAUNCHERS = (
+    ("mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("msrun", "RANK_ID", "RANK_SIZE", "DEVICE_ID"),
+)
+DEFAULT_PORT = 29500
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    launcher: str = "none"
+    master_addr: str = "127.0.0.1"
+    master_port: int = DEFAULT_PORT
+    network_interface: str = ""
+    timeout_s: int = 45
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def world_from_env(settings=None, environ=None) -> World:
+    """The World of this process: launcher variables, then the settings' address overrides."""
+    env = os.environ if environ is None else environ
+    rank, size, local, launcher = 0, 1, 0, "none"
+    for name, rank_var, size_var, local_var in LAUNCHERS:
+        if rank_var in env and size_var in env:
+            try:
+                rank, size, local = int(env[rank_var]), int(env[size_var]), int(env.get(local_var, 0))
+            except ValueError:
+                raise UserInputError(f"${rank_var}={env[rank_var]!r} / ${size_var}={env[size_var]!r}: "
+                                     f"not numbers; check the {name} launch") from None
+            launcher = name
+            break
+    addr = (settings.master_addr if settings else "") or env.get("MASTER_ADDR") or "127.0.0.1"
+    port = (settings.master_port if settings else 0) or int(env.get("MASTER_PORT") or DEFAULT_PORT)
+    return World(rank=rank, size=size, local_rank=local, launcher=launcher, master_addr=addr, master_port=port,
+                 network_interface=(settings.network_interface if settings else ""),
+                 timeout_s=(settings.collective_timeout if settings else 45))
+
+
+_HOST_LINE = re.compile(r"^(?P<host>[A-Za-z0-9_.:\[\]-]+)(\s+slots\s*=\s*(?P<slots>[1-9][0-9]*))?"
+                        r"(\s+max_slots\s*=\s*[1-9][0-9]*)?$")
+
+
+def read_hostfile(path: str) -> list:
+    """[(host, slots)] from an OpenMPI hostfile (`HOST slots=N` lines, # comments); bad lines are
+    errors naming the file, the line and the expected form."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserInputError(f"{path}: no such hostfile; write one line per machine: HOST slots=N") from None
+    hosts = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        match = _HOST_LINE.match(text)
+        if not match:
+            raise UserInputError(f"{path}:{number}: {line.strip()!r} is not a hostfile line; use 'HOST slots=N' "
+                                 "(e.g. 'localhost slots=2')")
+        hosts.append((match["host"], int(match["slots"] or 1)))
+    if not hosts:
+        raise UserInputError(f"{path}: holds no host; write one line per machine: HOST slots=N")
+    return hosts
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a single-machine launch)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(argv=None) -> int:
+    """`python -m mindtransformer.trainer.distributed HOSTFILE RANKS`: check a hostfile for the
+    launch scripts; prints rank 0's host and a free port, or one error line (exit 2)."""
+    import argparse
+    import sys
+
+    from mindtransformer.utils.cli import StrictParser
+
+    parser = StrictParser(prog="hostfile", description=main.__doc__, formatter_class=argparse.HelpFormatter)
+    parser.add_argument("hostfile", help="OpenMPI hostfile: one 'HOST slots=N' line per machine")
+    parser.add_argument("ranks", type=int, help="ranks the run starts (RANK_SIZE)")
+    args = parser.parse_args(argv)
+    try:
+        hosts = read_hostfile(args.hostfile)
+        slots = sum(n for _, n in hosts)
+        if args.ranks < 1:
+            raise UserInputError(f"RANK_SIZE={args.ranks}: must be >= 1")
+        if slots < args.ranks:
+            print(f"note: {args.hostfile} offers {slots} slots for {args.ranks} ranks; mpirun will oversubscribe",
+                  file=sys.stderr)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    first = hosts[0][0]
+    print(("127.0.0.1" if first in ("localhost", "127.0.0.1") else first), free_port())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""The pretraining job on the torch backend, end to end through its command lines on records made
+from the bundled Wikipedia excerpt: outputs, data parallel under mpirun, kill/resume, a dead
+rank, bad settings."""
+
+import importlib.util
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mindtransformer.trainer.reporting import read_metrics
+from tests.conftest import REPO_ROOT
+
+TINY = ["--num_layers=2", "--num_heads=2", "--embedding_size=64", "--intermediate_size=128",
+        "--global_batch_size=8", "--learning_rate=1e-3", "--warmup_steps=2"]
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT)
+MPI = shutil.which("mpirun")
+
+
+def trainer(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "mindtransformer.models.bert.bert_trainer", *args],
+                          capture_output=True, text=True, env=ENV, timeout=timeout, cwd=REPO_ROOT)
+
+
+def distributed(ranks, hostfile, data, *args, timeout=600):
+    return subprocess.run(["bash", os.path.join(REPO_ROOT, "examples", "pretrain", "pretrain_bert_distributed.sh"),
+                           str(ranks), str(hostfile), str(data), *args],
+                          capture_output=True, text=True, env=ENV, timeout=timeout, cwd=REPO_ROOT)
+
+
+def losses(run_dir) -> list:
+    return [r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def hostfile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hosts") / "hostfile"
+    path.write_text("localhost slots=2\n")
+    return path
+
+
+def test_a_run_leaves_metrics_curve_manifest_checkpoints_and_an_hf_export(pretraining_tfrecords, tmp_path):
+    run = tmp_path / "run"
+    done = trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=12", "--save_checkpoint_steps=3",
+                   "--keep_checkpoint_max=2", f"--eval_data_path={pretraining_tfrecords}", "--eval_steps=6",
+                   f"--save_checkpoint_path={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = read_metrics(run / "metrics.jsonl")
+    train = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in train] == list(range(1, 13)) and [r["step"] for r in evals] == [6, 12]
+    assert train[-1]["loss"] < train[0]["loss"] and all(r["skipped"] is False for r in train)
+    assert evals[0]["eval_instances"] == 973  # every record once, the last partial batch included
+    assert (run / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = json.loads((run / "run_manifest.json").read_text())
+    assert manifest["settings"]["train_steps"] == 12 and "torch" in manifest["versions"]
+    if importlib.util.find_spec("tensorboard"):  # installed with mindtransformer[all]
+        assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "tensorboard"))
+    # The newest two checkpoints and the best (lowest eval loss) one are kept.
+    kept = sorted(os.listdir(run / "checkpoints"))
+    best = min(evals, key=lambda r: r["eval_loss"])["step"]
+    assert kept == sorted({f"bert-step{s:08d}" for s in (9, 12, best)})
+    # transformers loads the export, and computes the loss our model computes.
+    import torch
+    import transformers
+
+    from mindtransformer.data import loaders
+    from mindtransformer.pretrained import from_pretrained
+    from mindtransformer.trainer.pretrain import pretraining_inputs
+
+    hf = transformers.BertForPreTraining.from_pretrained(run / "final").eval()
+    ours = from_pretrained(str(run / "final"), task="pretraining")
+    batch = pretraining_inputs(next(loaders.PretrainingStream(loaders.record_files(pretraining_tfrecords), 4).batches(0)))
+    labels = np.full(batch["input_ids"].shape, -100)
+    np.put_along_axis(labels, batch["masked_lm_positions"], batch["labels"], axis=1)
+    labels[:, 0] = -100  # padding slots point at position 0 with label -100
+    with torch.no_grad():
+        theirs = hf(**{k: torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids")},
+                    labels=torch.from_numpy(labels), next_sentence_label=torch.from_numpy(batch["next_sentence_label"]))
+        mine = ours(*[torch.from_numpy(batch[k]) for k in ("input_ids", "attention_mask", "token_type_ids", "labels",
+                                                            "next_sentence_label", "masked_lm_positions")])
+    assert abs(float(theirs.loss) - float(mine["loss"])) < 1e-5
+
+
+@pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
+def test_two_ranks_under_mpirun_match_one_process_with_the_same_global_batch(pretraining_tfrecords, hostfile, tmp_path):
+    common = [*TINY, "--train_steps=6", "--save_checkpoint_steps=6", "--dropout=0"]
+    two = distributed(2, hostfile, pretraining_tfrecords, *common, f"--save_checkpoint_path={tmp_path / 'dp'}")
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = trainer(f"--train_data_path={pretraining_tfrecords}", *common, "--grad_accumulation_steps=2",
+                  f"--save_checkpoint_path={tmp_path / 'sp'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    np.testing.assert_allclose(losses(tmp_path / "dp"), losses(tmp_path / "sp"), rtol=0, atol=1e-5)
+    # Parameters after the last step: the same in both runs (rank 0 wrote the export).
+    from safetensors.numpy import load_file
+
+    a, b = load_file(tmp_path / "dp" / "final" / "model.safetensors"), load_file(tmp_path / "sp" / "final" / "model.safetensors")
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
+
+
+def test_sigkill_at_a_random_step_then_resume_gives_the_same_losses(pretraining_tfrecords, tmp_path):
+    # Dropout on: the RNG state is part of the checkpoint.
+    common = [f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=10", "--save_checkpoint_steps=1"]
+    full = trainer(*common, f"--save_checkpoint_path={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-3000:]
+    expected = losses(tmp_path / "full")
+    kill_after = random.Random().randint(2, 8)
+    run = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "mindtransformer.models.bert.bert_trainer", *common,
+                                f"--save_checkpoint_path={run}"], env=ENV, cwd=REPO_ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(losses(run)) < kill_after and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(losses(run)) < 10, "the run finished before it could be killed"
+    resumed = trainer(*common, f"--save_checkpoint_path={run}", f"--load_checkpoint_path={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    np.testing.assert_allclose(losses(run), expected, rtol=0, atol=1e-6, err_msg=f"killed after step {kill_after}")
+
+
+def test_a_checkpoint_write_cut_short_leaves_the_previous_one_loadable(pretraining_tfrecords, tmp_path):
+    from mindtransformer.trainer import checkpoints
+
+    common = [f"--train_data_path={pretraining_tfrecords}", *TINY, "--save_checkpoint_steps=2"]
+    run = tmp_path / "run"
+    assert trainer(*common, "--train_steps=4", f"--save_checkpoint_path={run}").returncode == 0
+    # What a kill in the middle of writing step 6 leaves: a temporary directory, part-written.
+    partial = run / "checkpoints" / ".tmp-bert-step00000006"
+    shutil.copytree(run / "checkpoints" / "bert-step00000004", partial)
+    with open(partial / "model.safetensors", "r+b") as f:
+        f.truncate(100)
+    (partial / "trainer_state.json").unlink()
+    assert checkpoints.resolve(str(run)).endswith("bert-step00000004")
+    resumed = trainer(*common, "--train_steps=6", f"--save_checkpoint_path={run}", f"--load_checkpoint_path={run}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert not partial.exists() and (run / "checkpoints" / "bert-step00000006" / "trainer_state.json").is_file()
+
+
+@pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
+def test_when_one_rank_dies_the_others_exit_within_a_minute_naming_it(pretraining_tfrecords, hostfile, tmp_path):
+    run = tmp_path / "run"
+    launch = subprocess.Popen(["bash", os.path.join(REPO_ROOT, "examples", "pretrain", "pretrain_bert_distributed.sh"),
+                               "2", str(hostfile), str(pretraining_tfrecords), *TINY, "--train_steps=100000",
+                               "--save_checkpoint_steps=100000", f"--save_checkpoint_path={run}"],
+                              env=ENV, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while len(losses(run)) < 3 and launch.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert launch.poll() is None, launch.stdout.read()[-3000:]
+    victim = _rank_pid(launch.pid, rank=1)
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.time()
+    output, _ = launch.communicate(timeout=90)
+    assert time.time() - killed_at < 60
+    assert launch.returncode != 0
+    assert "rank 1" in output, output[-3000:]
+
+
+def _rank_pid(root: int, rank: int) -> int:
+    """The pid of the process under `root` whose environment says OMPI_COMM_WORLD_RANK=rank."""
+    for _ in range(100):
+        for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                continue
+            if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env and b"mindtransformer" in open(f"/proc/{pid}/cmdline", "rb").read():
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"no rank {rank} under {root}")
+
+
+# ---- bad settings: one line, exit 2, before any training ---------------------------------------
+
+def _rejected(done, *fragments, run_dir=None):
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 or lines[-1].startswith(("error:", "bert_trainer: error:")), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+    if run_dir is not None:
+        assert not os.path.exists(os.path.join(run_dir, "metrics.jsonl"))
+
+
+@pytest.mark.parametrize("flag, fragments", [
+    ("--no_such_flag=1", ("unknown flag --no_such_flag",)),
+    ("--lerning_rate=1e-3", ("unknown flag --lerning_rate", "--learning_rate")),
+    ("--seq_length=1024", ("--seq_length=1024", "--max_position_embeddings=512")),
+    ("--max_predictions_per_seq=30", ("max_predictions_per_seq 20", "--max_predictions_per_seq 30")),
+])
+def test_bad_flags_are_refused_before_training(pretraining_tfrecords, tmp_path, flag, fragments):
+    _rejected(trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=2", flag,
+                      f"--save_checkpoint_path={tmp_path}"), *fragments, run_dir=tmp_path)
+
+
+def test_a_data_path_without_records_is_refused(tmp_path):
+    _rejected(trainer(f"--train_data_path={tmp_path}", *TINY, f"--save_checkpoint_path={tmp_path / 'run'}"),
+              "no record file", run_dir=tmp_path / "run")
+
+
+def test_a_checkpoint_of_another_model_size_is_refused(pretraining_tfrecords, tmp_path):
+    run = tmp_path / "run"
+    assert trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=1",
+                   f"--save_checkpoint_path={run}").returncode == 0
+    done = trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--embedding_size=128", "--train_steps=2",
+                   f"--save_checkpoint_path={tmp_path / 'other'}", f"--load_checkpoint_path={run}")
+    _rejected(done, "a checkpoint of another model", "hidden_size 64", run_dir=tmp_path / "other")
+
+
+@pytest.mark.parametrize("line", ["localhost slots=two", "localhost slot=2", "local host slots=2"])
+def test_a_bad_hostfile_line_is_refused(pretraining_tfrecords, tmp_path, line):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text(f"# machines\n{line}\n")
+    done = distributed(2, hostfile, pretraining_tfrecords, *TINY, f"--save_checkpoint_path={tmp_path / 'run'}")
+    assert done.returncode == 2
+    assert f"{hostfile}:2:" in done.stderr and "HOST slots=N" in done.stderr, done.stderr
+    assert not (tmp_path / "run").exists()
