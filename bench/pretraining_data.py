@@ -8,7 +8,8 @@ max_predictions_per_seq 20, masked_lm_prob 0.15, dupe_factor 5, the bundled Mini
 vocab. Every run is a process of its own, timed by wall clock from start to exit (start-up and
 imports included, as a user sees it); peak memory is the largest resident set of any process
 of the run (getrusage of the waited-for children). Google's script is the unmodified peer from
-the `bert-tensorflow` package (pip install 'mindtransformer[bench]').
+the `bert-tensorflow` package (pip install 'mindtransformer[bench]'). Ours runs `tokenizers`
+single-threaded (it sets TOKENIZERS_PARALLELISM=false): one worker is one core.
 
     .venv/bin/python bench/pretraining_data.py --json_out /tmp/pd.json
 """
@@ -139,6 +140,15 @@ def main(argv=None):
     grown_peak = peak_of(ours(os.path.join(work, "m10.tfrecord"), 1, grown, extra=["--dupe_factor=1"]))
     results["memory"] = {"input_x1_peak_mb": small_peak, f"input_x{args.grow}_peak_mb": grown_peak}
     print(f"peak RSS, one worker, dupe_factor 1: input x1 {small_peak:.0f} MB, input x{args.grow} {grown_peak:.0f} MB")
+    # Worker scaling where start-up (interpreter, imports, vocab: ~0.3 s, serial) weighs less:
+    # the grown input, dupe_factor 1 (twice the work of the runs above), one run each.
+    scaling = {}
+    for workers in (1, 2):
+        seconds, output = timed(ours(os.path.join(work, f"s{workers}.tfrecord"), workers, grown, ["--dupe_factor=1"]))
+        scaling[workers] = {"seconds": seconds, "instances": int(re.search(ours_count, output).group(1))}
+    results[f"scaling_input_x{args.grow}"] = scaling
+    print(f"input x{args.grow}, dupe_factor 1: 1 worker {scaling[1]['seconds']:.2f} s, 2 workers "
+          f"{scaling[2]['seconds']:.2f} s ({scaling[1]['seconds'] / scaling[2]['seconds']:.2f}x)")
 
     # Loaders: batches of 32 from our records through the shared stream, in a fresh process each.
     loader_code = """

@@ -79,10 +79,10 @@ def output_paths(spec: str, num_shards: int) -> list:
 
 # ---- workers -----------------------------------------------------------------------------------
 
-_STATE = {}  # per process: the chunk tokenizer, the settings and the vocab facts
+_STATE = {}  # per process: the chunk tokenizer (with its word cache), the settings and the vocab facts
 
 
-def _init_worker(vocab_file, do_lower_case, settings, chinese_words, frame_tfrecords):
+def _init_worker(vocab_file, do_lower_case, settings, chinese_words, encode_tfrecords):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # --num_workers is the one parallelism knob
     from mindtransformer.data.tokenization import BertTokenizer
 
@@ -90,39 +90,47 @@ def _init_worker(vocab_file, do_lower_case, settings, chinese_words, frame_tfrec
     if tokenizer.mask_token_id is None:
         raise UserInputError(f"{vocab_file}: the vocab has no [MASK] token; masked-LM records need one")
     _STATE.update(tokenizer=pretraining.ChunkTokenizer(tokenizer, chinese_words), settings=settings,
-                  frame_tfrecords=frame_tfrecords,
+                  encode_tfrecords=encode_tfrecords,
                   vocab_size=tokenizer.vocab_size,
                   special_ids={"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
                                "mask": tokenizer.mask_token_id})
 
 
 def _make(job):
-    """(feature arrays, TFRecord-framed rows or None) of one chunk; (None, None) if it made nothing.
-    Framing here, in the worker, leaves the parent only the writing."""
+    """One chunk's instances: (count, feature arrays, None); for TFRecord output (count, None,
+    (data, offsets)) from tfrecord.encode_records, encoded here in the worker so that the parent
+    only writes and only bytes travel back; (0, None, None) if the chunk made nothing."""
     chunk_index, documents = job
-    tokenized = pretraining.tokenize_documents(_STATE["tokenizer"], documents)
-    arrays = pretraining.make_chunk(_STATE["settings"], chunk_index, tokenized, _STATE["vocab_size"],
+    tokens = pretraining.tokenize_documents(_STATE["tokenizer"], documents)
+    arrays = pretraining.make_chunk(_STATE["settings"], chunk_index, tokens, _STATE["vocab_size"],
                                     _STATE["special_ids"])
-    if arrays is None or not _STATE["frame_tfrecords"]:
-        return arrays, None
-    from mindtransformer.data.tfrecord import encode_framed
+    if arrays is None:
+        return 0, None, None
+    count = len(arrays["input_ids"])
+    if not _STATE["encode_tfrecords"]:
+        return count, arrays, None
+    from mindtransformer.data.tfrecord import encode_records
 
-    return arrays, encode_framed(arrays, records.DTYPES, range(len(arrays["input_ids"])))
+    return count, None, encode_records(arrays, records.DTYPES)
 
 
-def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, frame_tfrecords=False):
-    """Yield each chunk's (feature arrays, framed TFRecords) in chunk order (see _make); at most
-    2 x workers chunks are in flight, so memory does not grow with the corpus."""
+def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, encode_tfrecords=False):
+    """Yield each chunk's instances in chunk order (see _make); at most 2 x workers chunks are in
+    flight, so memory does not grow with the corpus."""
     chinese_words = settings.do_whole_word_mask
     jobs = enumerate(pretraining.chunk_documents(pretraining.read_documents(paths), settings.sentences_per_chunk))
-    init = (vocab_file, do_lower_case, settings, chinese_words, frame_tfrecords)
+    init = (vocab_file, do_lower_case, settings, chinese_words, encode_tfrecords)
+    _init_worker(*init)  # in this process first: forked workers inherit it
     if num_workers == 1:
-        _init_worker(*init)
         for job in jobs:
             yield _make(job)
         return
-    context = multiprocessing.get_context("spawn")  # no forked tokenizer threads
-    with context.Pool(num_workers, initializer=_init_worker, initargs=init) as pool:
+    # Forked workers start at once with the state built above (a spawned one re-imports and
+    # rebuilds it, ~0.3 s). Safe: nothing here has run the tokenizer's thread pool, and the
+    # caller imports MindSpore (MindRecord output) only after the first chunk came back.
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    with context.Pool(num_workers, initializer=None if fork else _init_worker, initargs=() if fork else init) as pool:
         pending = collections.deque()
         for job in jobs:
             pending.append(pool.apply_async(_make, (job,)))
@@ -143,24 +151,25 @@ def main(argv=None) -> int:
         raise UserInputError(f"--num_workers={args.num_workers}: must be >= 1")
     paths = expand_inputs(args.input_file)
     outputs = output_paths(args.output_file, args.num_shards)
+    lengths = records.feature_lengths(args.max_seq_length, args.max_predictions_per_seq)
     from mindtransformer.data.tokenization import read_vocab
 
-    read_vocab(args.vocab_file)  # a bad vocab fails here, before any worker starts
-    lengths = records.feature_lengths(args.max_seq_length, args.max_predictions_per_seq)
+    read_vocab(args.vocab_file)  # a bad vocab fails here, before the progress bar and any worker start
 
     from tqdm import tqdm
 
     start = time.perf_counter()
-    writers = [records.open_writer(args.output_format, path, lengths) for path in outputs]
+    writers = []  # opened with the first chunk: MindSpore's import comes after the workers' fork
     total, chunks, next_writer = 0, 0, 0
     try:
         with tqdm(desc="instances", unit=" inst", disable=args.quiet, file=sys.stderr) as bar:
-            for arrays, framed in make_instances(paths, args.vocab_file, args.do_lower_case, settings,
-                                                 args.num_workers, args.output_format == "tfrecord"):
+            for n, arrays, framed in make_instances(paths, args.vocab_file, args.do_lower_case, settings,
+                                                    args.num_workers, args.output_format == "tfrecord"):
                 chunks += 1
-                if arrays is None:
+                if not n:
                     continue
-                n = len(arrays["input_ids"])
+                if not writers:
+                    writers = [records.open_writer(args.output_format, path, lengths) for path in outputs]
                 # google's round-robin over the output files, continued across chunks.
                 for offset, writer in enumerate(writers):
                     first = (offset - next_writer) % len(writers)

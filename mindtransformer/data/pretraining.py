@@ -3,7 +3,7 @@
 Input text: one sentence per line, a blank line between documents. The corpus is streamed in
 chunks of whole documents (about `sentences_per_chunk` sentences each, cut only between
 documents, so the cut depends on the text alone). A chunk is turned into instances by
-`make_chunk(settings, chunk_index, documents)`, a pure function of the settings, the chunk's
+`make_chunk(settings, chunk_index, tokens)`, a pure function of the settings, the chunk's
 index and its text: its random stream is seeded with (random_seed, chunk_index). Workers can
 therefore process chunks in any order and the records are the same whatever their number.
 
@@ -16,7 +16,9 @@ instances shuffled. Where streaming forces a difference from google's one global
 random next sentence comes from another document of the same chunk (google: of the corpus), and
 instances are shuffled within their chunk (google: globally; the loaders shuffle again).
 
-Packing runs per instance in Python on token-id lists (a few random draws each); masking runs
+A chunk's tokens are held once, back to back (`TokenizedChunk`); the dupe_factor passes reuse
+them. Packing runs per instance in Python on token ranges (segments are runs of whole sentences,
+so a few random draws and bisections each); building the padded arrays and masking run
 vectorised over all instances of a chunk. Shape legend: N instances, T max_seq_length,
 P max_predictions_per_seq, W candidate words per instance.
 """
@@ -26,6 +28,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import re
+import unicodedata
+from bisect import bisect_left
 from typing import Iterable, Iterator, List, Optional
 
 import numpy as np
@@ -100,22 +104,75 @@ def chunk_documents(documents: Iterable[List[str]], sentences_per_chunk: int) ->
 
 # ---- tokenization ------------------------------------------------------------------------------
 
+# Characters BERT's pre-tokenizer makes one-character words, met beside ASCII in most English
+# sentences: the Unicode punctuation (category P*) of Latin-1 and of General Punctuation (dashes,
+# quotes, ellipsis). They have no case and no accent.
+_PUNCTUATION = "".join(chr(c) for c in [*range(0xA1, 0xC0), *range(0x2010, 0x205F)]
+                       if unicodedata.category(chr(c)).startswith("P"))
+_NOT_FAST = re.compile(f"[^\x20-\x7e\t\n\r{re.escape(_PUNCTUATION)}]")  # ASCII controls count as not fast
+# BERT's words of such text, letter/digit runs and punctuation, and the line ends between sentences.
+_WORDS = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9\s]|\n")
+_COMBINING = dict.fromkeys(range(0x300, 0x370))  # the accents NFD splits off Latin letters (category Mn)
+_MAX_WORD_CHARS = 100  # WordPiece's max_input_chars_per_word: a longer word is [UNK]
+_WORD_CACHE_LIMIT = 250_000  # distinct words cached per process (tens of MB); past it the cache starts again
+
+
+class _WordRows(dict):
+    """word -> row of the piece table; an unseen word gets the next row and is noted in `new`."""
+
+    def __init__(self):
+        super().__init__({"\n": 0})  # row 0: the line end between sentences, no pieces
+        self.new = []
+
+    def __missing__(self, word):
+        row = self[word] = len(self)
+        self.new.append(word)
+        return row
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizedChunk:
+    """A chunk's text as tokens, empty sentences and documents dropped. K tokens, S sentences,
+    D documents: ids (K,) int32 and word_start (K,) bool, all sentences back to back;
+    sentence_starts (S + 1,) token offsets; document_starts (D + 1,) sentence offsets."""
+
+    ids: np.ndarray
+    word_start: np.ndarray
+    sentence_starts: np.ndarray
+    document_starts: np.ndarray
+
+
 class ChunkTokenizer:
-    """Sentence -> (token ids, word-start flags) with our WordPiece tokenizer.
+    """Sentences -> token ids and word-start flags, equal to our WordPiece tokenizer's output
+    (BERT's normaliser, pre-tokenizer and WordPiece in `tokenizers`).
+
+    Fast path, for the sentences BERT's normaliser turns into ASCII plus the punctuation above
+    (accents stripped when the model lower-cases) with no control character and no special token:
+    one regex splits the words and each distinct word is WordPiece'd once per process (words
+    repeat: a chunk of the enwiki excerpt has ~50k words, 2-4k of them unseen by earlier chunks;
+    half of all distinct words are vocab entries, their own one id).
+    Every other sentence (CJK, Greek, symbols, ...) goes through `tokenizers` as a whole. The tests
+    check both paths against `tokenizers` on the real corpus and on edge cases.
 
     A token starts a word unless it is a `##` piece or, with a Chinese segmenter, a CJK character
     inside a segmenter word that began earlier (BERT-wwm's rule for Chinese).
     """
 
     def __init__(self, tokenizer, chinese_words: bool):
-        self.tokenizer = tokenizer
         self._fast = tokenizer._tokenizer
         self._fast.no_truncation()
         self._fast.no_padding()
-        vocab_size = tokenizer.vocab_size
-        self.is_piece = np.zeros(vocab_size, dtype=bool)  # (V,): the token is a ## continuation
+        self._vocab = tokenizer.vocab
+        self._lowercase = tokenizer.do_lower_case
+        # BertNormalizer strips accents when told to, else when it lower-cases.
+        self._strip_accents = tokenizer.do_lower_case if tokenizer.strip_accents is None else tokenizer.strip_accents
+        # Special tokens are matched in the raw text, before normalisation ("[MASK]" stays one token).
+        specials = sorted(token.content for token in self._fast.get_added_tokens_decoder().values())
+        self._specials = re.compile("|".join(map(re.escape, specials))) if specials else None
+        self.is_piece = np.zeros(tokenizer.vocab_size, dtype=bool)  # (V,): the token is a ## continuation
         for token, index in tokenizer.vocab.items():
             self.is_piece[index] = token.startswith("##")
+        self._clear_cache()
         self.segmenter = None
         if chinese_words:
             try:
@@ -126,19 +183,84 @@ class ChunkTokenizer:
             jieba.setLogLevel(60)
             self.segmenter = jieba
 
-    def __call__(self, sentences: List[str]):
-        encodings = self._fast.encode_batch(sentences, add_special_tokens=False)
-        out = []
-        for sentence, encoding in zip(sentences, encodings):
-            ids = encoding.ids
-            if not ids:
-                out.append(None)
+    def _clear_cache(self):
+        self._word_rows = _WordRows()
+        self._pieces = np.zeros(0, dtype=np.int32)  # WordPiece ids of the cached words, back to back
+        # (words + 1,): word r's ids are pieces[starts[r]:starts[r + 1]]; row 0 (line end) has none
+        self._piece_starts = np.zeros(2, dtype=np.int64)
+
+    def _add_pieces(self, words: List[str]) -> None:
+        pieces, counts = [], []
+        for word in words:  # WordPiece tries the whole word first: a vocab word is its own one id
+            index = self._vocab.get(word) if len(word) <= _MAX_WORD_CHARS else None
+            ids = [index] if index is not None else [token.id for token in self._fast.model.tokenize(word)]
+            pieces += ids
+            counts.append(len(ids))
+        self._pieces = np.concatenate([self._pieces, np.asarray(pieces, dtype=np.int32)])
+        ends = self._piece_starts[-1] + np.cumsum(counts, dtype=np.int64)
+        self._piece_starts = np.concatenate([self._piece_starts, ends])
+
+    def _slow_rows(self, sentences: List[str], forms: List[str]) -> List[int]:
+        """Rows the fast path cannot take: a special token in the raw text (matched before
+        normalisation, "[MASK]" stays one token), or a character other than ASCII and
+        the punctuation above in the accent-stripped form. One regex pass over the whole chunk."""
+        slow = set()
+        for texts, pattern in ((sentences, self._specials), (forms, _NOT_FAST)):
+            if pattern is None:
                 continue
-            starts = ~self.is_piece[ids]
-            if self.segmenter is not None and CJK.search(sentence):
-                starts &= self._chinese_word_starts(sentence, encoding.offsets)
-            out.append((ids, starts.tolist()))
-        return out
+            text = "\n".join(texts)
+            found = [match.start() for match in pattern.finditer(text)]
+            if found:
+                line_starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
+                slow.update((np.searchsorted(line_starts, found, side="right") - 1).tolist())
+        return sorted(slow)
+
+    def __call__(self, sentences: List[str]):
+        """ids (K,) int32 and word_start (K,) bool of the sentences' tokens back to back;
+        counts (S,) int64 tokens per sentence (0 for a sentence without any). A sentence is one
+        line: it holds no line break."""
+        if not sentences:
+            return np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, np.int64)
+        if len(self._word_rows) > _WORD_CACHE_LIMIT:
+            self._clear_cache()
+        strip = self._strip_accents
+        forms = [s if not strip or s.isascii() else unicodedata.normalize("NFD", s).translate(_COMBINING)
+                 for s in sentences]
+        slow_rows = self._slow_rows(sentences, forms)
+        for row in slow_rows:
+            forms[row] = ""
+        text = "\n".join(forms)
+        words = _WORDS.findall(text.lower() if self._lowercase else text)
+        # Every word -> its row of the piece table (new words get rows), then all pieces gathered
+        # at once. W words (line ends included), S sentences.
+        rows = np.fromiter(map(self._word_rows.__getitem__, words), dtype=np.int64, count=len(words))  # (W,)
+        if self._word_rows.new:
+            self._add_pieces(self._word_rows.new)
+            self._word_rows.new = []
+        piece_counts = self._piece_starts[rows + 1] - self._piece_starts[rows]  # (W,)
+        token_ends = np.cumsum(piece_counts)
+        ids = self._pieces[np.repeat(self._piece_starts[rows] - token_ends + piece_counts, piece_counts)
+                           + np.arange(token_ends[-1] if len(words) else 0)]
+        bounds = np.concatenate([[0], token_ends[rows == 0], [len(ids)]])  # (S + 1,): line ends split sentences
+        counts = np.diff(bounds)
+        if not slow_rows:
+            return ids, ~self.is_piece[ids], counts
+        slow = [sentences[row] for row in slow_rows]
+        encodings = self._fast.encode_batch(slow, add_special_tokens=False)
+        counts[slow_rows] = [len(encoding.ids) for encoding in encodings]
+        offsets = np.concatenate([[0], np.cumsum(counts)])  # (S + 1,)
+        fast_ids, ids = ids, np.empty(offsets[-1], dtype=np.int32)
+        fast_rows = np.setdiff1d(np.arange(len(sentences)), slow_rows)
+        fast_counts = counts[fast_rows]
+        ids[np.repeat(offsets[fast_rows] - bounds[fast_rows], fast_counts) + np.arange(len(fast_ids))] = fast_ids
+        for row, encoding in zip(slow_rows, encodings):
+            ids[offsets[row]:offsets[row + 1]] = encoding.ids
+        word_start = ~self.is_piece[ids]
+        if self.segmenter is not None:
+            for row, sentence, encoding in zip(slow_rows, slow, encodings):
+                if encoding.ids and CJK.search(sentence):
+                    word_start[offsets[row]:offsets[row + 1]] &= self._chinese_word_starts(sentence, encoding.offsets)
+        return ids, word_start, counts
 
     def _chinese_word_starts(self, sentence, offsets):
         # Character -> index of the segmenter word holding it; a CJK token whose word began at an
@@ -156,16 +278,15 @@ class ChunkTokenizer:
         return starts
 
 
-def tokenize_documents(chunk_tokenizer: ChunkTokenizer, documents: List[List[str]]):
-    """Documents of sentences -> documents of (ids list, word-start flags); empty ones dropped."""
-    flat = [sentence for document in documents for sentence in document]
-    encoded = iter(chunk_tokenizer(flat))
-    out = []
-    for document in documents:
-        sentences = [e for e in (next(encoded) for _ in document) if e is not None]
-        if sentences:
-            out.append(sentences)
-    return out
+def tokenize_documents(chunk_tokenizer: ChunkTokenizer, documents: List[List[str]]) -> TokenizedChunk:
+    """Documents of sentences -> their tokens, sentences without tokens and then documents without
+    sentences dropped (as google)."""
+    ids, word_start, counts = chunk_tokenizer([sentence for document in documents for sentence in document])
+    kept = counts > 0
+    document_of = np.repeat(np.arange(len(documents)), [len(document) for document in documents])[kept]
+    per_document = np.bincount(document_of, minlength=len(documents))
+    return TokenizedChunk(ids, word_start, np.concatenate([[0], np.cumsum(counts[kept])]),
+                          np.concatenate([[0], np.cumsum(per_document[per_document > 0])]))
 
 
 # ---- packing (google's create_instances_from_document) -----------------------------------------
@@ -176,94 +297,87 @@ def _randint(rng: random.Random, low: int, high: int) -> int:
 
 
 def _truncation(len_a: int, len_b: int, max_tokens: int, rng: random.Random) -> tuple:
-    """google's truncate_seq_pair as cut counts (front_a, back_a, front_b, back_b): one token at a
-    time from the longer side (B on a tie), from the front or the back at random."""
-    cuts = [0, 0, 0, 0]
-    while len_a + len_b > max_tokens:
-        if len_a > len_b:
-            cuts[0 if rng.random() < 0.5 else 1] += 1
-            len_a -= 1
-        else:
-            cuts[2 if rng.random() < 0.5 else 3] += 1
-            len_b -= 1
-    return cuts
+    """google's truncate_seq_pair as cut counts (front_a, back_a, front_b, back_b).
+
+    google cuts one token at a time from the longer side (B on a tie), from the front or the back
+    at random (one draw each). The sides follow from the lengths alone: |len_a - len_b| cuts from
+    the longer side, then B, A, B, A, ...; so the draws are made first and counted per side."""
+    excess = len_a + len_b - max_tokens
+    if excess <= 0:
+        return 0, 0, 0, 0
+    front = [rng.random() < 0.5 for _ in range(excess)]
+    longer = min(excess, abs(len_a - len_b))
+    then_b, then_a = front[longer::2], front[longer + 1::2]
+    first_a, first_b = (front[:longer], []) if len_a > len_b else ([], front[:longer])
+    front_a, cut_a = sum(first_a) + sum(then_a), len(first_a) + len(then_a)
+    front_b, cut_b = sum(first_b) + sum(then_b), len(first_b) + len(then_b)
+    return front_a, cut_a - front_a, front_b, cut_b - front_b
 
 
-def pack_document(documents, index: int, settings: PretrainingSettings, rng: random.Random, out: list) -> None:
-    """Append (a_ids, a_starts, b_ids, b_starts, is_random_next) instances of documents[index]
-    to `out`: the token ids of segments A and B (without [CLS]/[SEP]) and their word-start flags."""
-    document = documents[index]
+def pack_document(starts: list, documents: list, index: int, settings: PretrainingSettings,
+                  rng: random.Random, out: list) -> None:
+    """Append the instances of documents[index] to `out` as (a_begin, a_end, b_begin, b_end,
+    is_random_next): token ranges of segments A and B (without [CLS]/[SEP]), truncated.
+
+    starts: sentence token offsets (S + 1); documents: (first sentence, end sentence) per document.
+    google's loop adds sentences until the target length or the document's end; bisect finds that
+    sentence at once, as segments are runs of whole sentences."""
+    first, end = documents[index]
     max_tokens = settings.max_seq_length - 3
     target = max_tokens
     if rng.random() < settings.short_seq_prob:
         target = _randint(rng, 2, max_tokens)
-    chunk, length, i = [], 0, 0
-    while i < len(document):
-        chunk.append(document[i])
-        length += len(document[i][0])
-        if i == len(document) - 1 or length >= target:
-            a_end = _randint(rng, 1, len(chunk) - 1) if len(chunk) >= 2 else 1
-            a_ids, a_starts = [], []
-            for ids, starts in chunk[:a_end]:
-                a_ids += ids
-                a_starts += starts
-            b_ids, b_starts = [], []
-            if len(chunk) == 1 or rng.random() < 0.5:
-                is_random_next = True
-                target_b = target - len(a_ids)
-                for _ in range(10):
-                    other = _randint(rng, 0, len(documents) - 1)
-                    if other != index:
-                        break
-                other_document = documents[other]
-                for ids, starts in other_document[_randint(rng, 0, len(other_document) - 1):]:
-                    b_ids += ids
-                    b_starts += starts
-                    if len(b_ids) >= target_b:
-                        break
-                i -= len(chunk) - a_end  # the unused segments go back to the document
-            else:
-                is_random_next = False
-                for ids, starts in chunk[a_end:]:
-                    b_ids += ids
-                    b_starts += starts
-            front_a, back_a, front_b, back_b = _truncation(len(a_ids), len(b_ids), max_tokens, rng)
-            end_a, end_b = len(a_ids) - back_a, len(b_ids) - back_b
-            if end_a > front_a and end_b > front_b:  # google asserts both sides are non-empty
-                out.append((a_ids[front_a:end_a], a_starts[front_a:end_a],
-                            b_ids[front_b:end_b], b_starts[front_b:end_b], is_random_next))
-            chunk, length = [], 0
-        i += 1
+    begin = first
+    while begin < end:
+        stop = bisect_left(starts, starts[begin] + target, begin + 1, end)  # sentences [begin, stop)
+        count = stop - begin
+        a_stop = begin + (_randint(rng, 1, count - 1) if count >= 2 else 1)
+        if count == 1 or rng.random() < 0.5:
+            is_random_next = 1
+            target_b = target - (starts[a_stop] - starts[begin])
+            for _ in range(10):
+                other = _randint(rng, 0, len(documents) - 1)
+                if other != index:
+                    break
+            other_first, other_end = documents[other]
+            b_begin = other_first + _randint(rng, 0, other_end - other_first - 1)
+            b_stop = bisect_left(starts, starts[b_begin] + target_b, b_begin + 1, other_end)
+            next_begin = a_stop  # the unused sentences go back to the document
+        else:
+            is_random_next = 0
+            b_begin, b_stop = a_stop, stop
+            next_begin = stop
+        a0, a1, b0, b1 = starts[begin], starts[a_stop], starts[b_begin], starts[b_stop]
+        front_a, back_a, front_b, back_b = _truncation(a1 - a0, b1 - b0, max_tokens, rng)
+        # Both sides keep tokens (google asserts it): each held a sentence with tokens, and the
+        # cuts leave a side min(its length, about max_tokens / 2 >= 1).
+        out.append((a0 + front_a, a1 - back_a, b0 + front_b, b1 - back_b, is_random_next))
+        begin = next_begin
 
 
 # ---- masking, vectorised over a chunk ----------------------------------------------------------
 
-def assemble(instances, settings: PretrainingSettings, special_ids: dict):
-    """Packed pairs -> padded arrays: ids (N, T); candidate and word_start (N, T) over the
+def assemble(chunk: TokenizedChunk, packed: np.ndarray, settings: PretrainingSettings, special_ids: dict):
+    """Packed ranges (N, 5) -> padded arrays: ids (N, T); candidate and word_start (N, T) over the
     maskable tokens (not [CLS]/[SEP]/padding); segment (N, T); lengths (N,);
-    next_sentence_labels (N,). Built from one flat token list, not row by row."""
-    n, t = len(instances), settings.max_seq_length
-    cls, sep = special_ids["cls"], special_ids["sep"]
-    flat_ids, flat_starts = [], []
-    len_a = np.empty(n, dtype=np.int64)
-    lengths = np.empty(n, dtype=np.int64)
-    labels = np.empty(n, dtype=np.int64)
-    for row, (a_ids, a_starts, b_ids, b_starts, is_random_next) in enumerate(instances):
-        flat_ids += [cls, *a_ids, sep, *b_ids, sep]
-        flat_starts += [False, *a_starts, False, *b_starts, False]
-        len_a[row] = len(a_ids)
-        lengths[row] = len(a_ids) + len(b_ids) + 3
-        labels[row] = is_random_next
-    position = np.arange(t)[None, :]  # (1, T)
-    used = position < lengths[:, None]  # (N, T): row-major order of `used` is the flat order
-    ids = np.zeros((n, t), dtype=np.int64)
-    ids[used] = flat_ids
-    word_start = np.zeros((n, t), dtype=bool)
-    word_start[used] = flat_starts
-    first_b = len_a[:, None] + 2  # position of B's first token
-    candidate = used & (position > 0) & (position != first_b - 1) & (position != lengths[:, None] - 1)
-    segment = (used & (position >= first_b)).astype(np.int64)
-    return ids, candidate, word_start, segment, lengths, labels
+    next_sentence_labels (N,). Each position reads its token from the chunk at once."""
+    t = settings.max_seq_length
+    a_begin, a_end, b_begin, b_end, labels = (packed[:, i:i + 1] for i in range(5))  # (N, 1) each
+    len_a = a_end - a_begin
+    lengths = len_a + (b_end - b_begin) + 3
+    position = np.arange(t)[None, :]  # (1, T): [CLS] A [SEP] B [SEP] padding
+    in_a = (position >= 1) & (position <= len_a)
+    candidate = in_a | ((position >= len_a + 2) & (position < lengths - 1))
+    source = np.where(in_a, a_begin - 1 + position, b_begin - len_a - 2 + position)  # (N, T) token offset
+    source = np.where(candidate, source, 0)
+    ids = np.where(candidate, chunk.ids[source], 0).astype(np.int64)
+    rows = np.arange(len(packed))
+    ids[:, 0] = special_ids["cls"]
+    ids[rows, len_a[:, 0] + 1] = special_ids["sep"]
+    ids[rows, lengths[:, 0] - 1] = special_ids["sep"]
+    word_start = candidate & chunk.word_start[source]
+    segment = ((position >= len_a + 2) & (position < lengths)).astype(np.int64)
+    return ids, candidate, word_start, segment, lengths[:, 0], labels[:, 0]
 
 
 def choose_masked(candidate, word_start, lengths, settings: PretrainingSettings, rng: np.random.Generator):
@@ -275,7 +389,23 @@ def choose_masked(candidate, word_start, lengths, settings: PretrainingSettings,
     budget min(P, max(1, round(len * masked_lm_prob))); a word that does not fit is skipped.
     """
     n, t = candidate.shape
-    starts = candidate & (word_start if settings.do_whole_word_mask else True)  # (N, T)
+    budget = np.minimum(settings.max_predictions_per_seq,
+                        np.maximum(1, np.round(lengths * settings.masked_lm_prob).astype(np.int64)))
+    if not settings.do_whole_word_mask:
+        # Every word is one token: the greedy takes the `budget` smallest keys of a row, so a
+        # partial sort finds them (same keys, same choice as the greedy below).
+        words = candidate.sum(axis=1)  # (N,)
+        w = int(words.max()) if n else 0
+        keys = rng.random((n, w))  # (N, W): row r's word j is its j-th candidate token
+        present = np.arange(w)[None, :] < words[:, None]
+        keys[~present] = 2.0
+        k = min(settings.max_predictions_per_seq, w)
+        smallest = np.sort(np.partition(keys, k - 1, axis=1)[:, :k], axis=1)  # (N, k) ascending
+        threshold = smallest[np.arange(n), np.minimum(budget, k) - 1]
+        chosen = np.zeros((n, t), dtype=bool)
+        chosen[candidate] = ((keys <= threshold[:, None]) & present)[present]
+        return chosen
+    starts = candidate & word_start  # (N, T)
     # A continuing token before any word start in its row starts a word (google: the first
     # candidate always opens a word).
     first = np.argmax(candidate, axis=1)
@@ -286,12 +416,10 @@ def choose_masked(candidate, word_start, lengths, settings: PretrainingSettings,
     rows = np.broadcast_to(np.arange(n)[:, None], (n, t))
     flat_word = rows[candidate] * w + word_of[candidate]
     word_len = np.bincount(flat_word, minlength=n * w).reshape(n, w)  # (N, W) tokens per word
-    budget = np.minimum(settings.max_predictions_per_seq,
-                        np.maximum(1, np.round(lengths * settings.masked_lm_prob).astype(np.int64)))
-    # A random order of each row's words: sort random keys, absent words last.
+    # A random order of each row's words: sort random keys (distinct: no ties), absent words last.
     keys = rng.random((n, w))
     keys[np.arange(w)[None, :] >= words[:, None]] = 2.0
-    order = np.argsort(keys, axis=1, kind="stable")  # (N, W)
+    order = np.argsort(keys, axis=1)  # (N, W)
     length_in_order = np.take_along_axis(word_len, order, axis=1)
     taken_in_order = np.zeros((n, w), dtype=bool)
     count = np.zeros(n, dtype=np.int64)
@@ -331,7 +459,7 @@ def mask_tokens(ids, chosen, vocab_size: int, mask_id: int, settings: Pretrainin
     return masked, positions, labels, weights
 
 
-def make_chunk(settings: PretrainingSettings, chunk_index: int, documents, vocab_size: int,
+def make_chunk(settings: PretrainingSettings, chunk_index: int, chunk: TokenizedChunk, vocab_size: int,
                special_ids: dict) -> Optional[dict]:
     """All instances of one tokenized chunk as google's features (numpy arrays), or None.
 
@@ -339,16 +467,19 @@ def make_chunk(settings: PretrainingSettings, chunk_index: int, documents, vocab
     int64; masked_lm_weights (N, P) float32; next_sentence_labels (N, 1) int64."""
     rng = random.Random(f"{settings.random_seed}/{chunk_index}")  # str seeds hash the same in every process
     np_rng = np.random.default_rng([settings.random_seed, chunk_index])
-    documents = list(documents)
+    starts = chunk.sentence_starts.tolist()  # bisect and indexing on a list: ~10x numpy's per-call cost
+    bounds = chunk.document_starts.tolist()
+    documents = list(zip(bounds[:-1], bounds[1:]))  # (first sentence, end sentence) per document
     rng.shuffle(documents)
     packed = []
     for _ in range(settings.dupe_factor):
         for index in range(len(documents)):
-            pack_document(documents, index, settings, rng, packed)
+            pack_document(starts, documents, index, settings, rng, packed)
     if not packed:
         return None
     rng.shuffle(packed)
-    ids, candidate, word_start, segment, lengths, labels = assemble(packed, settings, special_ids)
+    ids, candidate, word_start, segment, lengths, labels = assemble(chunk, np.array(packed, dtype=np.int64),
+                                                                    settings, special_ids)
     chosen = choose_masked(candidate, word_start, lengths, settings, np_rng)
     input_ids, positions, masked_ids, weights = mask_tokens(ids, chosen, vocab_size, special_ids["mask"],
                                                             settings, np_rng)

@@ -102,17 +102,20 @@ class TFRecordWriter:
         self._atomic = atomic_path(path)
         self._file = open(self._atomic.__enter__(), "wb")
 
-    def write(self, arrays: dict, rows, framed: list = None) -> None:
-        """Append the rows; `framed` (optional) holds every row of `arrays` already encoded by
-        tfrecord.encode_framed (made in a worker process, so the parent only writes)."""
+    def write(self, arrays: dict, rows: range, framed: tuple = None) -> None:
+        """Append the rows of `arrays`; or, given `framed` = (data, offsets) of a whole chunk from
+        tfrecord.encode_records (made in a worker process, so the parent only writes; `arrays`
+        may then be None), those rows of it."""
         if framed is None:
-            from mindtransformer.data.tfrecord import encode_framed
+            from mindtransformer.data.tfrecord import encode_records
 
-            self._file.write(b"".join(encode_framed(arrays, DTYPES, rows)))
-            self.count += len(rows)
-            return
-        rows = list(rows)
-        self._file.write(b"".join(framed[row] for row in rows))
+            framed = encode_records({name: np.asarray(arrays[name])[list(rows)] for name in FEATURES}, DTYPES)
+            rows = range(len(rows))
+        data, offsets = framed
+        if rows.step == 1 and rows:  # a contiguous run (one shard): one slice
+            self._file.write(data[offsets[rows.start]:offsets[rows.stop]])
+        else:
+            self._file.write(b"".join(data[offsets[row]:offsets[row + 1]] for row in rows))
         self.count += len(rows)
 
     def close(self) -> None:
@@ -143,7 +146,7 @@ class MindRecordWriter:
         schema = {name: {"type": dtype, "shape": [-1]} for name, (dtype, _) in lengths.items()}
         self._writer.add_schema(schema, "mindtransformer pretraining (google BERT features)")
 
-    def write(self, arrays: dict, rows, framed: list = None) -> None:
+    def write(self, arrays: dict, rows: range, framed: tuple = None) -> None:
         rows = list(rows)
         batch = [{name: arrays[name][row] for name in FEATURES} for row in rows]
         if batch:

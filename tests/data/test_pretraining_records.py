@@ -102,11 +102,12 @@ def test_schema_dtypes_and_google_reader(made):
     assert manifest["vocab_sha256"] == sha256(manifest["vocab_file"]) and manifest["seed"] == 7
 
 
-def test_tfrecord_encoding_equals_tensorflows(made):
+def test_tfrecord_encoding_equals_tensorflows(made, tmp_path):
     """Our Example encoder gives TensorFlow's deterministic bytes, on real records and on edge
-    values (0, 127/128 at varint boundaries, large ids, negative zero and tiny floats)."""
+    values (0, 127/128 at varint boundaries, large ids, negative zero and tiny floats), and our
+    framing equals tf.io.TFRecordWriter's file."""
     tf = pytest.importorskip("tensorflow")
-    from mindtransformer.data.tfrecord import encode_examples
+    from mindtransformer.data.tfrecord import encode_records
 
     dtypes = records.DTYPES
     real = {name: values[:30] for name, values in stacked(made["tf1"]).items()}
@@ -119,7 +120,60 @@ def test_tfrecord_encoding_equals_tensorflows(made):
             name: tf.train.Feature(int64_list=tf.train.Int64List(value=arrays[name][i].tolist())) if dtype == "int64"
             else tf.train.Feature(float_list=tf.train.FloatList(value=arrays[name][i].tolist()))
             for name, dtype in dtypes.items()})).SerializeToString(deterministic=True) for i in range(n)]
-        assert encode_examples(arrays, dtypes, range(n)) == theirs
+        data, offsets = encode_records(arrays, dtypes, framed=False)
+        assert [data[a:b] for a, b in zip(offsets[:-1], offsets[1:])] == theirs
+        with tf.io.TFRecordWriter(str(tmp_path / "tf.tfrecord")) as writer:
+            for example in theirs:
+                writer.write(example)
+        assert encode_records(arrays, dtypes)[0] == (tmp_path / "tf.tfrecord").read_bytes()
+
+
+def test_fast_tokenization_equals_tokenizers(corpus, vocab_file, monkeypatch):
+    """The chunk tokenizer's fast path (regex words + a word cache) gives `tokenizers`' ids on the
+    real corpus and on text that must leave it (accents, CJK, controls, special tokens, long
+    words), cased and uncased, also when its word cache starts again between calls."""
+    from mindtransformer.data import pretraining
+
+    monkeypatch.setattr(pretraining, "_WORD_CACHE_LIMIT", 2000)
+    sentences = [sentence for document in read_documents(corpus) for sentence in document]
+    edges = ["Café au lait, naïve façade – “quoted” … déjà-vu!", "Ünïcödé ÀÉÎÕÜ ﬁ ligature",
+             "tab\there", "ctrl\x01char", "[MASK] token and [mask] too", "x" * 150 + " long", "Greek αβγ and 中文字符 mix",
+             "Kelvin \u212a sign", "İstanbul", "soft\xadhyphen", "nbsp\xa0here", "zero\u200bwidth", "", "   ",
+             "a_b-c.d", "Combining e\u0301 and o\u0308", "\u037e question", "UPPER lower MiXeD 123abc"]
+    for lower in (True, False):
+        tokenizer = BertTokenizer(vocab_file, do_lower_case=lower)
+        chunk_tokenizer = ChunkTokenizer(tokenizer, chinese_words=False)
+        for batch in (sentences[:4000], edges, sentences[4000:8000] + edges):
+            ids, word_start, counts = chunk_tokenizer(batch)
+            theirs = [e.ids for e in tokenizer._tokenizer.encode_batch(batch, add_special_tokens=False)]
+            assert counts.tolist() == [len(t) for t in theirs]
+            assert ids.tolist() == [i for t in theirs for i in t]
+            np.testing.assert_array_equal(word_start, ~chunk_tokenizer.is_piece[ids])
+
+
+def test_truncation_counts_equal_googles_loop():
+    """The cut counts drawn side by side equal google's truncate_seq_pair loop, draw for draw."""
+    import random
+
+    from mindtransformer.data.pretraining import _truncation
+
+    def googles(len_a, len_b, max_tokens, rng):
+        cuts = [0, 0, 0, 0]
+        while len_a + len_b > max_tokens:
+            if len_a > len_b:
+                cuts[0 if rng.random() < 0.5 else 1] += 1
+                len_a -= 1
+            else:
+                cuts[2 if rng.random() < 0.5 else 3] += 1
+                len_b -= 1
+        return tuple(cuts)
+
+    for len_a in range(1, 70, 3):
+        for len_b in range(1, 70, 2):
+            for max_tokens in (2, 5, 40, 61, 125):
+                seed = f"{len_a}/{len_b}/{max_tokens}"
+                assert _truncation(len_a, len_b, max_tokens, random.Random(seed)) == \
+                    googles(len_a, len_b, max_tokens, random.Random(seed))
 
 
 def test_masking_and_nsp_statistics(made, vocab_file):
@@ -152,8 +206,8 @@ def test_masked_ids_are_the_original_tokens(made, corpus, vocab_file):
     chunk_tokenizer = ChunkTokenizer(tokenizer, chinese_words=False)
     documents = []
     for document in read_documents(corpus):
-        ids = [i for encoded in chunk_tokenizer(document) if encoded for i in encoded[0]]
-        documents.append(" " + " ".join(map(str, ids)) + " ")
+        ids = chunk_tokenizer(document)[0]
+        documents.append(" " + " ".join(map(str, ids.tolist())) + " ")
     a = stacked(made["tf1"])
     full = originals(a)
     sep = tokenizer.sep_token_id
