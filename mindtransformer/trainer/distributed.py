@@ -87,6 +87,65 @@ def read_hostfile(path: str) -> list:
     return hosts
 
 
+# The MindSpore scheduler: rank 0 starts it; it serves the workers' rendezvous and exits with them.
+_SCHEDULER = ("import mindspore as ms; ms.set_context(device_target='CPU'); "
+              "from mindspore.communication import init; init()")
+
+
+def prepare_mindspore(world: World) -> None:
+    """Let `mindspore.communication.init()` work under mpirun/torchrun on CPU. Call it before
+    mindspore is imported.
+
+    MindSpore's CPU collectives need its dynamic-networking roles (MS_ROLE, MS_SCHED_HOST/PORT,
+    MS_WORKER_NUM, MS_NODE_ID) and one scheduler process, which a plain `mpirun python` does not
+    provide ("Failed to initialize communication library"). Rank 0 starts the scheduler at
+    world.master_addr:master_port without OpenMPI's variables (it must not look like a rank);
+    every rank waits until that port answers (connecting earlier stalls init() for ~30 s).
+    Under msrun the variables are already set and nothing is done."""
+    if world.size == 1 or os.environ.get("MS_ROLE"):
+        return
+    host, port = world.master_addr, str(world.master_port)
+    if world.rank == 0:
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMPI_", "PMIX_", "ORTE_", "OPAL_"))}
+        env.update(MS_ROLE="MS_SCHED", MS_SCHED_HOST=host, MS_SCHED_PORT=port, MS_WORKER_NUM=str(world.size))
+        subprocess.Popen([sys.executable, "-c", _SCHEDULER], env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+    os.environ.update(MS_ROLE="MS_WORKER", MS_SCHED_HOST=host, MS_SCHED_PORT=port,
+                      MS_WORKER_NUM=str(world.size), MS_NODE_ID=str(world.rank))
+    _wait_for_port(host, int(port), world.timeout_s)
+
+
+def _die_with_parent() -> None:
+    """In the scheduler child: get SIGKILL when rank 0 dies (Linux), so a killed job leaves nothing."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    import time
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.time() > deadline:
+                from mindtransformer.errors import CollectiveError
+
+                raise CollectiveError(f"the MindSpore scheduler at {host}:{port} did not answer within {timeout_s} s; "
+                                      "check --master_addr/--master_port and that rank 0 started") from None
+            time.sleep(0.05)
+
+
 def free_port() -> int:
     """A TCP port nobody listens on now (for a single-machine launch)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

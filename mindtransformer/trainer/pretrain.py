@@ -24,7 +24,7 @@ from mindtransformer.data import loaders
 from mindtransformer.errors import UserInputError
 from mindtransformer.models.bert import BertConfig, build_model
 from mindtransformer.trainer import checkpoints as ckpt
-from mindtransformer.trainer.distributed import world_from_env
+from mindtransformer.trainer.distributed import prepare_mindspore, world_from_env
 from mindtransformer.trainer.loop import Best, MicroBatches, Plan, run
 from mindtransformer.trainer.reporting import RunLog, write_run_manifest
 from mindtransformer.trainer.schedule import learning_rate
@@ -95,6 +95,8 @@ def main(argv=None) -> int:
                              f"({s.global_batch_size}); lower --global_batch_size")
     total_steps = s.train_steps or s.epoch_size * steps_per_epoch
 
+    if s.backend == "mindspore":
+        prepare_mindspore(world)  # before mindspore is imported
     backend = importlib.import_module(f"mindtransformer.backends.{s.backend}")
     backend.manual_seed(s.seed)  # the same initial weights on every rank
     if s.init_from:
@@ -104,9 +106,10 @@ def main(argv=None) -> int:
     else:
         model = build_model(config, "pretraining", s.backend)
     backend.manual_seed(s.seed + 1 + world.rank)  # dropout differs by rank
+    only_mindspore = {"jit": s.mindspore_mode == "graph", "seed": s.seed} if s.backend == "mindspore" else {}
     engine = engine_module(s.backend).Engine(
         model, world, optimizer=s.optimizer, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
-        clip_grad_norm=s.clip_grad_norm, precision=s.precision, device_target=s.device_target)
+        clip_grad_norm=s.clip_grad_norm, precision=s.precision, device_target=s.device_target, **only_mindspore)
     best = Best()
     position = {"epoch": 0, "batches": 0}
     start_step = 0

@@ -62,6 +62,8 @@ class TrainSettings:
     grad_accumulation_steps: int = _field(1, "micro-batches per optimizer step")
     precision: str = _field("fp32", "fp32; bf16 (autocast, CPU and GPU); fp16 (dynamic loss scaling, GPU)",
                             ("fp32", "bf16", "fp16"))
+    mindspore_mode: str = _field("graph", "MindSpore execution: graph (compiled, faster) or pynative (eager; with "
+                                 "dropout, a resumed run continues bit for bit)", ("graph", "pynative"))
     dropout: Optional[float] = _field(None, "override the model's dropout probabilities (0 for exact comparisons)")
     eval_data_path: str = _field("", "records to evaluate on every --eval_steps steps (empty: no evaluation)")
     eval_steps: int = _field(0, "optimizer steps between evaluations (0: only at the end)")

@@ -76,3 +76,23 @@ def test_unknown_task_names_the_closest():
 
     with pytest.raises(UserInputError, match="unknown task 'maskedlm'.*did you mean 'masked_lm'"):
         build_model(bert_tiny(), "maskedlm")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mlm_at_masked_positions_only_gives_the_full_sequence_loss(backend):
+    # google's way (the trainer's): the MLM head runs at masked_lm_positions (B, P) only.
+    bound = get_backend(backend)
+    model = build_model(bert_tiny(vocab_size=V), "pretraining", backend)
+    bound.set_train(model, False)
+    inputs = tiny_inputs("pretraining")
+    positions = np.array([[1, 4, 0], [2, 3, 5], [5, 0, 0]], dtype=np.int64)  # 0 = padding slot
+    ids = np.take_along_axis(inputs["input_ids"], positions, axis=1)
+    ids[positions == 0] = -100
+    full = np.full((B, T), -100, dtype=np.int64)
+    np.put_along_axis(full, positions, ids, axis=1)
+    full[:, 0] = -100
+    nsp = np.array([0, 1, 0], dtype=np.int64)
+    whole = bound.loss_and_gradients(model, {**inputs, "labels": full, "next_sentence_label": nsp})[0]
+    gathered = bound.loss_and_gradients(model, {**inputs, "labels": ids, "next_sentence_label": nsp,
+                                                "masked_lm_positions": positions})[0]
+    assert abs(whole - gathered) < 1e-5

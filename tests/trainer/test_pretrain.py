@@ -1,6 +1,7 @@
-"""The pretraining job on the torch backend, end to end through its command lines on records made
-from the bundled Wikipedia excerpt: outputs, data parallel under mpirun, kill/resume, a dead
-rank, bad settings."""
+"""The pretraining job end to end through its command lines, on records made from the bundled
+Wikipedia excerpt: outputs, data parallel under mpirun, kill/resume and a dead rank on both
+backends, bad settings. (MindSpore runs are subprocesses anyway: compiled graphs are never freed
+in-process.)"""
 
 import importlib.util
 import json
@@ -89,9 +90,27 @@ def test_a_run_leaves_metrics_curve_manifest_checkpoints_and_an_hf_export(pretra
     assert abs(float(theirs.loss) - float(mine["loss"])) < 1e-5
 
 
+def test_a_mindspore_run_exports_an_hf_folder_and_a_ckpt_of_the_same_weights(pretraining_tfrecords, tmp_path):
+    run = tmp_path / "run"
+    done = trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--backend=mindspore", "--train_steps=3",
+                   "--optimizer=lamb", f"--save_checkpoint_path={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(losses(run)) == 3 and all(np.isfinite(losses(run)))
+    import transformers
+    from safetensors.numpy import load_file
+
+    from mindtransformer.backends.mindspore import read_checkpoint
+
+    transformers.BertForPreTraining.from_pretrained(run / "final")
+    hf, ckpt = load_file(run / "final" / "model.safetensors"), read_checkpoint(str(run / "final" / "bert.ckpt"))
+    assert set(hf) == set(ckpt) and all(np.array_equal(hf[k], ckpt[k]) for k in hf)
+
+
 @pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
-def test_two_ranks_under_mpirun_match_one_process_with_the_same_global_batch(pretraining_tfrecords, hostfile, tmp_path):
-    common = [*TINY, "--train_steps=6", "--save_checkpoint_steps=6", "--dropout=0"]
+@pytest.mark.parametrize("backend", ["torch", "mindspore"])
+def test_two_ranks_under_mpirun_match_one_process_with_the_same_global_batch(pretraining_tfrecords, hostfile, tmp_path,
+                                                                             backend):
+    common = [*TINY, "--train_steps=6", "--save_checkpoint_steps=6", "--dropout=0", f"--backend={backend}"]
     two = distributed(2, hostfile, pretraining_tfrecords, *common, f"--save_checkpoint_path={tmp_path / 'dp'}")
     assert two.returncode == 0, two.stderr[-3000:]
     one = trainer(f"--train_data_path={pretraining_tfrecords}", *common, "--grad_accumulation_steps=2",
@@ -105,9 +124,14 @@ def test_two_ranks_under_mpirun_match_one_process_with_the_same_global_batch(pre
     assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
 
 
-def test_sigkill_at_a_random_step_then_resume_gives_the_same_losses(pretraining_tfrecords, tmp_path):
-    # Dropout on: the RNG state is part of the checkpoint.
-    common = [f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=10", "--save_checkpoint_steps=1"]
+@pytest.mark.parametrize("flags", [
+    ["--backend=torch"],  # dropout on: the RNG state is part of the checkpoint
+    ["--backend=mindspore", "--mindspore_mode=pynative"],  # dropout on: reseeded from the position
+    ["--backend=mindspore", "--dropout=0"],  # GRAPH mode: dropout masks are baked into the graph
+], ids=["torch", "mindspore-pynative", "mindspore-graph"])
+def test_sigkill_at_a_random_step_then_resume_gives_the_same_losses(pretraining_tfrecords, tmp_path, flags):
+    common = [f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=10", "--save_checkpoint_steps=1",
+              *flags]
     full = trainer(*common, f"--save_checkpoint_path={tmp_path / 'full'}")
     assert full.returncode == 0, full.stderr[-3000:]
     expected = losses(tmp_path / "full")
@@ -147,10 +171,12 @@ def test_a_checkpoint_write_cut_short_leaves_the_previous_one_loadable(pretraini
 
 
 @pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
-def test_when_one_rank_dies_the_others_exit_within_a_minute_naming_it(pretraining_tfrecords, hostfile, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "mindspore"])
+def test_when_one_rank_dies_the_others_exit_within_a_minute_naming_it(pretraining_tfrecords, hostfile, tmp_path, backend):
     run = tmp_path / "run"
     launch = subprocess.Popen(["bash", os.path.join(REPO_ROOT, "examples", "pretrain", "pretrain_bert_distributed.sh"),
                                "2", str(hostfile), str(pretraining_tfrecords), *TINY, "--train_steps=100000",
+                               f"--backend={backend}",
                                "--save_checkpoint_steps=100000", f"--save_checkpoint_path={run}"],
                               env=ENV, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300

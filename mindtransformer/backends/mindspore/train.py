@@ -1,0 +1,155 @@
+"""The MindSpore engine the training loop (trainer/loop.py) drives; the same methods as the torch
+engine (backends/torch/train.py). Gradients of each micro-batch come from one forward+backward,
+compiled (ms.jit, GRAPH mode, the default) or eager (PYNATIVE); accumulation, the data-parallel
+average (AllReduce over mindspore.communication, whose CPU launch under mpirun is set up by
+trainer/distributed.prepare_mindspore), clipping and the update run eagerly.
+
+Dropout and exact resume: MindSpore's dropout keeps its seeds in per-kernel counters that no
+API saves or restores. In PYNATIVE mode the engine reseeds before every micro-batch from
+(seed, rank, micro-batches done), so the masks are a function of the position and a resumed run
+continues bit for bit. A compiled graph bakes its seeds in at compile time: in GRAPH mode the
+masks after a resume differ from the uninterrupted run (weights, optimizer, schedule and data
+are still restored exactly; with dropout 0 the runs are identical).
+"""
+
+from __future__ import annotations
+
+import os
+
+import mindspore as ms
+import numpy as np
+from mindspore import ops
+
+from mindtransformer.backends.common import forward_arguments
+from mindtransformer.backends.mindspore import make_optimizer, read_checkpoint, write_checkpoint
+from mindtransformer.errors import CollectiveError, UserInputError
+
+
+class Engine:
+    def __init__(self, model, world, optimizer: str = "adamw", learning_rate: float = 1e-4,
+                 weight_decay: float = 0.01, clip_grad_norm: float = 1.0, precision: str = "fp32",
+                 device_target: str = "CPU", jit: bool = True, seed: int = 0):
+        if precision == "bf16" and device_target == "CPU":
+            raise UserInputError("--precision=bf16 with --backend=mindspore: MindSpore 2.10 has no bf16 LayerNorm "
+                                 "kernel on CPU; use --precision=fp32, or --backend=torch for bf16")
+        if precision == "fp16":
+            raise UserInputError("--precision=fp16 with --backend=mindspore is not supported by this trainer; "
+                                 "use fp32 (or --backend=torch)")
+        self.world, self.model = world, model
+        if ms.get_context("device_target") != device_target:
+            ms.set_context(device_target=device_target)
+        if world.size > 1:
+            from mindspore.communication import init
+
+            init()  # the scheduler and MS_* variables were prepared before mindspore was imported
+            self._all_reduce_op = ops.AllReduce()  # SUM: the only reduction CPU offers
+        self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
+        self.parameters = list(self.optimizer.parameters)
+        self.clip_grad_norm = clip_grad_norm
+
+        def loss_of(*args):
+            return model(*args)["loss"]
+
+        grad_fn = ms.value_and_grad(loss_of, None, self.parameters)
+        self._grad = ms.jit(grad_fn) if jit else grad_fn
+        self.jit, self.seed = jit, seed
+        self.micro_batches = 0  # done so far (kept in checkpoints): the PYNATIVE dropout seed
+        self._sums = None
+
+    def _inputs(self, batch: dict) -> list:
+        return [None if v is None else ms.Tensor(np.ascontiguousarray(v)) for v in forward_arguments(self.model, batch)]
+
+    def forward_backward(self, batch: dict, weight: float) -> float:
+        self.model.set_train(True)
+        if not self.jit:
+            ms.set_seed((self.seed * 1_000_003 + self.world.rank * 7919 + self.micro_batches) % 2**31)
+        self.micro_batches += 1
+        loss, grads = self._grad(*self._inputs(batch))
+        scaled = [g * weight for g in grads]
+        self._sums = scaled if self._sums is None else [a + b for a, b in zip(self._sums, scaled)]
+        return float(loss.asnumpy())
+
+    def step(self, learning_rate: float, local_loss: float, step: int) -> dict:
+        grads, self._sums = self._sums, None
+        loss = local_loss
+        if self.world.size > 1:
+            # One AllReduce for every gradient and the loss: flat (N + 1,) float32.
+            flat = ops.cat([g.reshape(-1) for g in grads] + [ms.Tensor([local_loss], ms.float32)])
+            flat = self._all_reduce(flat, step) / self.world.size
+            sizes = [int(np.prod(g.shape)) for g in grads]
+            pieces = ops.split(flat[:-1], sizes)
+            grads = [piece.reshape(g.shape) for piece, g in zip(pieces, grads)]
+            loss = float(flat[-1].asnumpy())
+        norm = float(ops.sqrt(sum(ops.sum(g * g) for g in grads)).asnumpy())
+        skipped = not np.isfinite(norm)
+        if not skipped:
+            if self.clip_grad_norm > 0 and norm > self.clip_grad_norm:
+                grads = [g * (self.clip_grad_norm / (norm + 1e-6)) for g in grads]
+            _set_learning_rate(self.optimizer, learning_rate)
+            self.optimizer(ms.mutable(tuple(grads)))  # mutable: no recompiling per value
+        return {"loss": loss, "grad_norm": norm, "skipped": skipped}
+
+    def evaluate(self, batch: dict) -> float:
+        self.model.set_train(False)
+        return float(self.model(*self._inputs(batch))["loss"].asnumpy())
+
+    def all_sum(self, values: list, step: int) -> list:
+        if self.world.size == 1:
+            return list(values)
+        return self._all_reduce(ms.Tensor(np.asarray(values, np.float32)), step).asnumpy().tolist()
+
+    def _all_reduce(self, tensor, step: int):
+        try:
+            return self._all_reduce_op(tensor)
+        except RuntimeError as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise CollectiveError(f"rank {self.world.rank}: the all-reduce of step {step} failed: another rank "
+                                  f"stopped or stopped answering ({first})") from None
+
+    def barrier(self) -> None:
+        if self.world.size > 1:
+            self._all_reduce(ms.Tensor(np.zeros(1, np.float32)), -1).asnumpy()
+
+    def close(self) -> None:
+        if self.world.size > 1:
+            from mindspore.communication import release
+
+            release()
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def _state_parameters(self) -> dict:
+        """Every Parameter of the model and the optimizer (moments, step counters), by name."""
+        found = {p.name: p for _, p in self.model.parameters_and_names()}
+        found.update({p.name: p for _, p in self.optimizer.parameters_and_names()})
+        return found
+
+    def save(self, directory: str) -> dict:
+        if self.world.is_main:
+            write_checkpoint({name: p.asnumpy() for name, p in self._state_parameters().items()},
+                             os.path.join(directory, "state.ckpt"))
+        return {"micro_batches": self.micro_batches}
+
+    def load(self, directory: str, state: dict) -> None:
+        arrays = read_checkpoint(os.path.join(directory, "state.ckpt"))
+        params = self._state_parameters()
+        missing = sorted(set(params) - set(arrays))
+        if missing:
+            raise UserInputError(f"{directory}/state.ckpt lacks {len(missing)} parameters (first: {missing[0]}); "
+                                 "it was written for another optimizer or model: resume with the same flags")
+        for name, p in params.items():
+            # In place, as the learning rate (see _set_learning_rate).
+            ops.assign(p, ms.Tensor(arrays[name].reshape(p.shape), dtype=p.dtype))
+        self.micro_batches = int(state.get("micro_batches", 0))
+
+    def named_arrays(self) -> dict:
+        return {k: p.asnumpy().astype(np.float32) for k, p in self.model.parameters_and_names()}
+
+
+def _set_learning_rate(optimizer, value: float) -> None:
+    """The schedule is computed in Python; each optimizer keeps its rate in a Parameter, which is
+    assigned in place (experimental.optim.AdamW ignores a Parameter.set_data: tested)."""
+    rate = ms.Tensor(np.float32(value))
+    groups = getattr(optimizer, "param_groups", None)
+    for parameter in ([group["lr"] for group in groups] if groups else [optimizer.learning_rate]):
+        ops.assign(parameter, rate)
