@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import random
 import statistics
 import sys
@@ -98,14 +97,9 @@ def summarize(records, max_other_share):
 
 
 def cpu_model_name():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from mindtransformer.trainer.reporting import cpu_model
+
+    return cpu_model() or "unknown"
 
 
 def load_average():

@@ -5,7 +5,8 @@ Today: (1) convert the real pretrained MiniLM BERT (HF folder) to a MindSpore ch
 through `transformers`, our torch model and our MindSpore model (from the converted checkpoint)
 and print the parity table (exit 1 beyond tolerance); (3) extract the bundled Wikipedia excerpt,
 make MLM/NSP pretraining records from it as TFRecord and as MindRecord, validate them and print
-one decoded record.
+one decoded record; (4) pretrain a tiny BERT on those records for a few hundred steps with the
+trainer and write its loss curve.
 """
 
 import os
@@ -21,6 +22,7 @@ def main(argv=None) -> int:
     parser = StrictParser(prog="python -m mindtransformer.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_path", default=None, help="HF BERT folder; default: the bundled MiniLM")
     parser.add_argument("--output_dir", default="outputs/demo", help="where the converted checkpoint is written")
+    parser.add_argument("--pretrain_steps", type=int, default=300, help="optimizer steps of the tiny pretraining run")
     args = parser.parse_args(argv)
     model_path = args.model_path or minilm_path()
     ckpt = os.path.join(args.output_dir, "model.ckpt")
@@ -29,7 +31,11 @@ def main(argv=None) -> int:
     print("\n== 2. the same real batch through transformers, our torch model and our MindSpore model")
     status = verify.main(["--model_path", model_path, "--mindspore_path", ckpt])
     print("\n== 3. pretraining records from the bundled Wikipedia excerpt")
-    return status or pretraining_data(os.path.join(model_path, "vocab.txt"), args.output_dir)
+    status = status or pretraining_data(os.path.join(model_path, "vocab.txt"), args.output_dir)
+    if status:
+        return status
+    print(f"\n== 4. pretrain a tiny BERT on those records ({args.pretrain_steps} steps)")
+    return pretraining_run(args.output_dir, args.pretrain_steps)
 
 
 def pretraining_data(vocab_file: str, output_dir: str) -> int:
@@ -55,6 +61,29 @@ def pretraining_data(vocab_file: str, output_dir: str) -> int:
         if done.returncode != 0:
             print(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"{step[0]} failed", file=sys.stderr)
             return done.returncode
+    return 0
+
+
+def pretraining_run(output_dir: str, steps: int) -> int:
+    """The trainer as users run it: BERT-tiny (L=2, H=128) from scratch on the TFRecords of step 3."""
+    from mindtransformer.trainer.reporting import read_metrics
+
+    run_dir = os.path.join(output_dir, "pretrain")
+    command = [sys.executable, "-m", "mindtransformer.models.bert.bert_trainer",
+               f"--train_data_path={os.path.join(output_dir, 'records', 'wiki.tfrecord')}",
+               "--num_layers=2", "--num_heads=2", "--embedding_size=128", "--global_batch_size=16",
+               "--learning_rate=1e-3", f"--warmup_steps={max(1, steps // 10)}", f"--train_steps={steps}",
+               f"--save_checkpoint_steps={max(1, steps // 3)}", "--keep_checkpoint_max=1", "--log_steps=25",
+               f"--save_checkpoint_path={run_dir}"]
+    print("$ python -m mindtransformer.models.bert.bert_trainer " + " ".join(command[3:]))
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        return done.returncode
+    losses = [r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
+    window = max(1, min(20, len(losses) // 5))
+    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
+    print(f"MLM + NSP loss: {first:.2f} (mean of the first {window} steps) -> {last:.2f} (last {window}); "
+          f"curve: {os.path.join(run_dir, 'loss_curve.png')}; HF export: {os.path.join(run_dir, 'final')}")
     return 0
 
 

@@ -6,15 +6,11 @@
 # e.g. --backend=mindspore --num_layers=2 --train_steps=20; see
 #   python -m mindtransformer.models.bert.bert_trainer --help
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  echo "usage: bash $0 DEVICE_ID EPOCH_SIZE DATA_DIR [--key=value ...]" >&2
-  exit 2
-fi
+source "$(dirname "$0")/../common.sh"
+usage 3 $# "bash $0 DEVICE_ID EPOCH_SIZE DATA_DIR [--key=value ...]"
 DEVICE_ID=$1 EPOCH_SIZE=$2 DATA_DIR=$3
 shift 3
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-PYTHON=${PYTHON:-$([ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python3)}
-export DEVICE_ID PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+export DEVICE_ID
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$DEVICE_ID}
 exec "$PYTHON" -m mindtransformer.models.bert.bert_trainer --train_data_path="$DATA_DIR" \
   --epoch_size="$EPOCH_SIZE" --parallel_mode=stand_alone "$@"

@@ -8,15 +8,10 @@
 # MPIRUN_ARGS="--mca btl_tcp_if_include IF --mca oob_tcp_if_include IF" (mpirun itself).
 # Flags after the positional arguments go to the trainer, e.g. --num_layers=2 --train_steps=20.
 set -euo pipefail
-if [ $# -lt 3 ]; then
-  echo "usage: bash $0 RANK_SIZE HOSTFILE DATA_DIR [--key=value ...]" >&2
-  exit 2
-fi
+source "$(dirname "$0")/../common.sh"
+usage 3 $# "bash $0 RANK_SIZE HOSTFILE DATA_DIR [--key=value ...]"
 RANK_SIZE=$1 HOSTFILE=$2 DATA_DIR=$3
 shift 3
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-PYTHON=${PYTHON:-$([ -x "$ROOT/.venv/bin/python" ] && echo "$ROOT/.venv/bin/python" || echo python3)}
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Checks the hostfile (one-line error and exit 2 on a bad line); prints rank 0's host and a free port.
 ADDRESS=$("$PYTHON" -m mindtransformer.trainer.distributed "$HOSTFILE" "$RANK_SIZE")
 read -r HOST PORT <<< "$ADDRESS"

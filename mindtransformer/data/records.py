@@ -196,6 +196,9 @@ def iter_records(path: str, output_format: str = None) -> Iterator[dict]:
 
 
 def _iter_tfrecord(path: str, batch: int = 512) -> Iterator[dict]:
+    from mindtransformer.utils.env import quiet_tensorflow
+
+    quiet_tensorflow()
     import tensorflow as tf
 
     index = 0

@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     only_mindspore = {"jit": s.mindspore_mode == "graph", "seed": s.seed} if s.backend == "mindspore" else {}
     engine = engine_module(s.backend).Engine(
         model, world, optimizer=s.optimizer, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
-        clip_grad_norm=s.clip_grad_norm, precision=s.precision, device_target=s.device_target, **only_mindspore)
+        clip_grad_norm=s.clip_grad_norm, precision=s.precision, device_target=s.device_target,
+        num_threads=s.num_threads, **only_mindspore)
     best = Best()
     position = {"epoch": 0, "batches": 0}
     start_step = 0

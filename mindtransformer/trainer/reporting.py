@@ -93,6 +93,9 @@ def _drop_records_after(path: str, step: int) -> None:
 
 
 def _tensorboard_writer(directory: str):
+    from mindtransformer.utils.env import quiet_tensorflow
+
+    quiet_tensorflow()  # tensorboard imports TensorFlow when it is installed
     try:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
     except ImportError:
@@ -140,7 +143,7 @@ def write_run_manifest(run_dir: str, settings, world, extra: dict) -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "git_commit": _git_commit(),
         "versions": versions,
-        "hardware": {"machine": platform.machine(), "cpu": _cpu_model(), "cpus": os.cpu_count(),
+        "hardware": {"machine": platform.machine(), "cpu": cpu_model(), "cpus": os.cpu_count(),
                      "python": platform.python_version()},
         "world": dataclasses.asdict(world),
         "settings": dataclasses.asdict(settings),
@@ -158,7 +161,7 @@ def _git_commit() -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:

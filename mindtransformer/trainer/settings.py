@@ -62,6 +62,7 @@ class TrainSettings:
     grad_accumulation_steps: int = _field(1, "micro-batches per optimizer step")
     precision: str = _field("fp32", "fp32; bf16 (autocast, CPU and GPU); fp16 (dynamic loss scaling, GPU)",
                             ("fp32", "bf16", "fp16"))
+    num_threads: int = _field(0, "CPU threads per rank for the framework's kernels (0: its default)")
     mindspore_mode: str = _field("graph", "MindSpore execution: graph (compiled, faster) or pynative (eager; with "
                                  "dropout, a resumed run continues bit for bit)", ("graph", "pynative"))
     dropout: Optional[float] = _field(None, "override the model's dropout probabilities (0 for exact comparisons)")

@@ -69,15 +69,13 @@ def make_optimizer(model, name: str, learning_rate: float, weight_decay: float =
     decay = [p for p in params if not no_decay(names[id(p)])]
     rest = [p for p in params if no_decay(names[id(p)])]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    if name == "adamw":
-        # mint.optim.AdamW has no CPU kernel; the experimental one is built from plain ops.
-        from mindspore.experimental.optim import AdamW
-        return AdamW(groups, lr=learning_rate, eps=1e-6)
     if name == "adamweightdecay":
         return ms.nn.AdamWeightDecay(groups, learning_rate=learning_rate, eps=1e-6)
-    if name == "lamb":
-        from mindtransformer.backends.mindspore.optim import Lamb
-        return Lamb(decay + rest, [weight_decay] * len(decay) + [0.0] * len(rest), learning_rate)
+    if name in ("adamw", "lamb"):
+        from mindtransformer.backends.mindspore import optim
+
+        kind = optim.AdamW if name == "adamw" else optim.Lamb
+        return kind(decay + rest, [weight_decay] * len(decay) + [0.0] * len(rest), learning_rate)
     raise ValueError(f"optimizer {name!r} is not available on mindspore")
 
 

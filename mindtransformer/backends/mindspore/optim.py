@@ -1,20 +1,23 @@
-"""LAMB for MindSpore on plain ops: `mindspore.nn.Lamb` calls a fused kernel that CPU lacks.
+"""AdamW and LAMB for MindSpore on plain ops, the same math as torch's (backends/torch/optim.py
+and torch.optim.AdamW): bias-corrected Adam moments m_hat, v_hat and decoupled weight decay.
 
-The math of You et al. (2019), as `mindspore.nn.Lamb`'s composite path: bias-corrected Adam
-moments, update u = m_hat / (sqrt(v_hat) + eps) + wd * w, step lr * (|w| / |u|) * u, with the
-trust ratio 1 where either norm is zero.
+- `mindspore.nn.Lamb` calls a fused kernel that CPU lacks.
+- `mindspore.experimental.optim.AdamW` keeps large temporaries in its compiled update: a BERT-base
+  step peaked at 7.9 GB against 3.7 GB for these (measured, one rank, PYNATIVE).
+
+Both hold their rate in a Parameter (`learning_rate`), assigned in place each step by the engine.
 """
 
 import numpy as np
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 
 
-class Lamb(nn.Cell):
+class _Adam(nn.Cell):
     def __init__(self, params, weight_decays, learning_rate, beta1=0.9, beta2=0.999, eps=1e-6):
         super().__init__(auto_prefix=False)
         self.parameters = ParameterTuple(params)
-        self.moments1 = self.parameters.clone(prefix="lamb_m", init="zeros")
-        self.moments2 = self.parameters.clone(prefix="lamb_v", init="zeros")
+        self.moments1 = self.parameters.clone(prefix=f"{self.moment_prefix}_m", init="zeros")
+        self.moments2 = self.parameters.clone(prefix=f"{self.moment_prefix}_v", init="zeros")
         self.weight_decays = tuple(float(w) for w in weight_decays)
         self.learning_rate = Parameter(Tensor(np.float32(learning_rate)), name="learning_rate", requires_grad=False)
         self.global_step = Parameter(Tensor(np.float32(0.0)), name="global_step", requires_grad=False)
@@ -31,9 +34,26 @@ class Lamb(nn.Cell):
             v_new = self.beta2 * v + (1.0 - self.beta2) * grad * grad
             ops.assign(m, m_new)
             ops.assign(v, v_new)
-            update = (m_new / correction1) / (ops.sqrt(v_new / correction2) + self.eps) + decay * param
-            w_norm = ops.norm(param)
-            u_norm = ops.norm(update)
-            ratio = ops.select((w_norm > 0) & (u_norm > 0), w_norm / u_norm, ops.ones_like(w_norm))
-            ops.assign(param, param - self.learning_rate * ratio * update)
+            ops.assign(param, self.update(param, (m_new / correction1) / (ops.sqrt(v_new / correction2) + self.eps),
+                                          decay))
         return step
+
+
+class AdamW(_Adam):
+    """torch.optim.AdamW: w <- w - lr * wd * w - lr * m_hat / (sqrt(v_hat) + eps)."""
+    moment_prefix = "adam"
+
+    def update(self, param, adam, decay):
+        return param - self.learning_rate * (adam + decay * param)
+
+
+class Lamb(_Adam):
+    """You et al. (2019), as `mindspore.nn.Lamb`'s composite path: u = adam + wd * w, step
+    lr * (|w| / |u|) * u, with the trust ratio 1 where either norm is zero."""
+    moment_prefix = "lamb"
+
+    def update(self, param, adam, decay):
+        update = adam + decay * param
+        w_norm, u_norm = ops.norm(param), ops.norm(update)
+        ratio = ops.select((w_norm > 0) & (u_norm > 0), w_norm / u_norm, ops.ones_like(w_norm))
+        return param - self.learning_rate * ratio * update

@@ -21,14 +21,24 @@ import numpy as np
 from mindspore import ops
 
 from mindtransformer.backends.common import forward_arguments
-from mindtransformer.backends.mindspore import make_optimizer, read_checkpoint, write_checkpoint
+from mindtransformer.backends.mindspore import make_optimizer, named_arrays, read_checkpoint, write_checkpoint
 from mindtransformer.errors import CollectiveError, UserInputError
+
+
+def _drop_constant_tuple_warning(record) -> bool:
+    # experimental.optim.AdamW passes its gradients to an inner compiled function as a tuple and
+    # MindSpore then warns, printing every gradient in full, at each step; ms.mutable does not
+    # reach that inner call. The warning is about recompiling, which does not happen here.
+    return "Constant value tensor are detected" not in record.getMessage()
+
+
+ms.log._get_logger().addFilter(_drop_constant_tuple_warning)
 
 
 class Engine:
     def __init__(self, model, world, optimizer: str = "adamw", learning_rate: float = 1e-4,
                  weight_decay: float = 0.01, clip_grad_norm: float = 1.0, precision: str = "fp32",
-                 device_target: str = "CPU", jit: bool = True, seed: int = 0):
+                 device_target: str = "CPU", num_threads: int = 0, jit: bool = True, seed: int = 0):
         if precision == "bf16" and device_target == "CPU":
             raise UserInputError("--precision=bf16 with --backend=mindspore: MindSpore 2.10 has no bf16 LayerNorm "
                                  "kernel on CPU; use --precision=fp32, or --backend=torch for bf16")
@@ -38,11 +48,14 @@ class Engine:
         self.world, self.model = world, model
         if ms.get_context("device_target") != device_target:
             ms.set_context(device_target=device_target)
+        if num_threads:
+            ms.set_context(runtime_num_threads=num_threads)
         if world.size > 1:
             from mindspore.communication import init
 
             init()  # the scheduler and MS_* variables were prepared before mindspore was imported
             self._all_reduce_op = ops.AllReduce()  # SUM: the only reduction CPU offers
+            self._mean_over_ranks = _compiled_mean(self._all_reduce_op, world.size)
         self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
         self.parameters = list(self.optimizer.parameters)
         self.clip_grad_norm = clip_grad_norm
@@ -73,13 +86,11 @@ class Engine:
         grads, self._sums = self._sums, None
         loss = local_loss
         if self.world.size > 1:
-            # One AllReduce for every gradient and the loss: flat (N + 1,) float32.
-            flat = ops.cat([g.reshape(-1) for g in grads] + [ms.Tensor([local_loss], ms.float32)])
-            flat = self._all_reduce(flat, step) / self.world.size
-            sizes = [int(np.prod(g.shape)) for g in grads]
-            pieces = ops.split(flat[:-1], sizes)
-            grads = [piece.reshape(g.shape) for piece, g in zip(pieces, grads)]
-            loss = float(flat[-1].asnumpy())
+            try:
+                grads = self._mean_over_ranks(ms.mutable(tuple(grads)))
+            except RuntimeError as err:
+                self._collective_failed(err, step)
+            loss = self.all_sum([local_loss], step)[0] / self.world.size
         norm = float(ops.sqrt(sum(ops.sum(g * g) for g in grads)).asnumpy())
         skipped = not np.isfinite(norm)
         if not skipped:
@@ -102,9 +113,12 @@ class Engine:
         try:
             return self._all_reduce_op(tensor)
         except RuntimeError as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise CollectiveError(f"rank {self.world.rank}: the all-reduce of step {step} failed: another rank "
-                                  f"stopped or stopped answering ({first})") from None
+            self._collective_failed(err, step)
+
+    def _collective_failed(self, err, step: int):
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise CollectiveError(f"rank {self.world.rank}: the all-reduce of step {step} failed: another rank "
+                              f"stopped or stopped answering ({first})") from None
 
     def barrier(self) -> None:
         if self.world.size > 1:
@@ -143,7 +157,24 @@ class Engine:
         self.micro_batches = int(state.get("micro_batches", 0))
 
     def named_arrays(self) -> dict:
-        return {k: p.asnumpy().astype(np.float32) for k, p in self.model.parameters_and_names()}
+        return named_arrays(self.model)
+
+
+def _compiled_mean(all_reduce, size: int):
+    """Every gradient averaged over the ranks by one AllReduce of their concatenation, compiled
+    (eager MindSpore would keep the flat copies around). One collective instead of one per
+    parameter: MindSpore's CPU AllReduce costs ~10-30 ms of latency per call here."""
+
+    @ms.jit
+    def mean_over_ranks(grads):
+        flat = all_reduce(ops.cat([g.reshape(-1) for g in grads])) / size  # (sum of sizes,)
+        out, offset = [], 0
+        for g in grads:
+            out.append(flat[offset:offset + g.size].reshape(g.shape))
+            offset += g.size
+        return tuple(out)
+
+    return mean_over_ranks
 
 
 def _set_learning_rate(optimizer, value: float) -> None:

@@ -13,14 +13,16 @@ import numpy as np
 import torch
 
 from mindtransformer.backends.common import forward_arguments
-from mindtransformer.backends.torch import make_optimizer
+from mindtransformer.backends.torch import make_optimizer, named_arrays
 from mindtransformer.errors import CollectiveError
 
 
 class Engine:
     def __init__(self, model, world, optimizer: str = "adamw", learning_rate: float = 1e-4,
                  weight_decay: float = 0.01, clip_grad_norm: float = 1.0, precision: str = "fp32",
-                 device_target: str = "CPU"):
+                 device_target: str = "CPU", num_threads: int = 0):
+        if num_threads:
+            torch.set_num_threads(num_threads)
         self.world = world
         self.device = torch.device("cuda", world.local_rank) if device_target == "GPU" else torch.device("cpu")
         self.model = model.to(self.device)
@@ -143,7 +145,7 @@ class Engine:
             _set_rng_state(torch.load(rng_file, weights_only=True))
 
     def named_arrays(self) -> dict:
-        return {k: v.detach().cpu().float().numpy() for k, v in self.model.state_dict().items()}
+        return named_arrays(self.model)
 
 
 def _rng_state() -> dict:

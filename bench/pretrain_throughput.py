@@ -1,0 +1,151 @@
+"""Pretraining throughput of the real trainer: samples/s and model FLOPs utilisation (MFU).
+
+Each configuration runs `python -m mindtransformer.models.bert.bert_trainer` (one rank, pinned
+to one core with taskset) or `examples/pretrain/pretrain_bert_distributed.sh 2 ...` (two ranks
+under mpirun on the two cores) with one kernel thread per rank, on records made from the bundled Wikipedia excerpt, and reads the per-step
+samples/s from metrics.jsonl (the first --warmup steps, which compile and fill caches, are
+left out; the median of the rest is reported). MFU = samples/s x model FLOPs per sample / peak,
+where the peak is a one-thread torch matmul measured in this same run (x ranks for two ranks).
+
+    .venv/bin/python bench/pretrain_throughput.py [--only tiny] [--json_out F]
+
+Targets (issue 5): bf16 >= 2.5x fp32; two ranks >= 1.8x one rank; torch bf16 MFU >= 40 %.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import ROOT, cpu_model_name, load_average  # noqa: E402
+
+# name -> (layers, hidden, heads, intermediate, batch per rank, micro-batches per step). BERT-base
+# accumulates 4 micro-batches of 2 per step, so the all-reduce of its 110M gradients is paid
+# once per 8 samples per rank, as in real data-parallel runs.
+SHAPES = {"tiny": (2, 128, 2, 512, 16, 1), "base": (12, 768, 12, 3072, 8, 4)}
+T, P, V = 128, 20, 30522  # the records' max_seq_length, max_predictions_per_seq; MiniLM's vocabulary
+
+
+def flops_per_sample(layers: int, hidden: int, intermediate: int) -> float:
+    """Training FLOPs of one sample: 3 x forward (backward = 2 x forward), matmuls only.
+    Forward per layer: QKV and output projections 2*T*4H^2, feed-forward 2*T*2HI, attention
+    scores and context 2*2*T^2*H; MLM head at P positions: transform 2PH^2 + decoder 2PHV;
+    pooler 2H^2."""
+    per_layer = 2 * T * 4 * hidden ** 2 + 2 * T * 2 * hidden * intermediate + 4 * T ** 2 * hidden
+    heads = 2 * P * hidden ** 2 + 2 * P * hidden * V + 2 * hidden ** 2
+    return 3.0 * (layers * per_layer + heads)
+
+
+def matmul_peak(dtype_name: str, size: int = 1024, seconds: float = 2.0) -> float:
+    """GFLOP/s of a (size x size) @ (size x size) matmul on one thread in torch."""
+    import torch
+
+    torch.set_num_threads(1)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def make_records(directory: str) -> str:
+    sys.path.insert(0, ROOT)
+    from tests.conftest import make_pretraining_records
+
+    return make_pretraining_records(directory, "tfrecord", dupe_factor=2)
+
+
+def run_config(records: str, work: str, backend: str, shape: str, precision: str, ranks: int,
+               steps: int, warmup: int) -> dict:
+    layers, hidden, heads, intermediate, per_rank, accumulation = SHAPES[shape]
+    run_dir = os.path.join(work, f"{backend}-{shape}-{precision}-{ranks}")
+    flags = [f"--backend={backend}", f"--num_layers={layers}", f"--embedding_size={hidden}", f"--num_heads={heads}",
+             f"--intermediate_size={intermediate}", f"--global_batch_size={per_rank * ranks}",
+             f"--grad_accumulation_steps={accumulation}",
+             f"--precision={precision}", f"--train_steps={warmup + steps}", f"--save_checkpoint_steps={10 ** 6}",
+             "--num_threads=1", "--dropout=0.1", f"--save_checkpoint_path={run_dir}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if ranks == 1:
+        # One core, as each of the two ranks gets: a framework's helper threads (MindSpore's actor
+        # and kernel threads, tf.data's reader) would otherwise borrow the idle second core.
+        command = ["taskset", "-c", "0", sys.executable, "-m", "mindtransformer.models.bert.bert_trainer",
+                   f"--train_data_path={records}", *flags]
+    else:
+        hostfile = os.path.join(work, "hostfile")
+        with open(hostfile, "w") as f:
+            f.write(f"localhost slots={ranks}\n")
+        command = ["bash", os.path.join(ROOT, "examples", "pretrain", "pretrain_bert_distributed.sh"), str(ranks),
+                   hostfile, records, *flags]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    result = {"backend": backend, "shape": shape, "precision": precision, "ranks": ranks, "batch": per_rank * ranks}
+    if done.returncode != 0:
+        last = [line for line in done.stderr.splitlines() if line.strip()]
+        return {**result, "error": (last[-1] if last else f"exit {done.returncode}")[:160]}
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as f:
+        rates = [json.loads(line)["samples_per_s"] for line in f if '"loss"' in line][warmup:]
+    return {**result, "samples_per_s": statistics.median(rates), "steps_timed": len(rates)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sorted(SHAPES), help="one model shape only")
+    parser.add_argument("--backends", default="torch,mindspore", help="comma-separated backends to run")
+    parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per configuration")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation, caches)")
+    parser.add_argument("--json_out", help="also write the results here")
+    args = parser.parse_args()
+    peaks = {dtype: matmul_peak(dtype) for dtype in ("fp32", "bf16")}
+    print(f"cpu: {cpu_model_name()}, {os.cpu_count()} cores, load average {load_average()}")
+    print(f"one-thread torch matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")
+    shapes = [args.only] if args.only else list(SHAPES)
+    configs = [(backend, shape, precision, ranks) for shape in shapes
+               for backend, precision, ranks in (("torch", "fp32", 1), ("torch", "bf16", 1), ("torch", "fp32", 2),
+                                                 ("mindspore", "fp32", 1), ("mindspore", "fp32", 2))
+               if backend in args.backends.split(",")]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_pt_") as work:
+        records = make_records(work)
+        for backend, shape, precision, ranks in configs:
+            r = run_config(records, work, backend, shape, precision, ranks, args.steps, args.warmup)
+            layers, hidden, _, intermediate, _, _ = SHAPES[shape]
+            if "samples_per_s" in r:
+                achieved = r["samples_per_s"] * flops_per_sample(layers, hidden, intermediate) / 1e9
+                r["gflops"] = achieved
+                r["mfu"] = achieved / (peaks[precision] * ranks)
+                print(f"{backend:9} {shape:4} {precision} ranks={ranks} batch={r['batch']:>3}: "
+                      f"{r['samples_per_s']:8.2f} samples/s  {achieved:7.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %",
+                      flush=True)
+            else:
+                print(f"{backend:9} {shape:4} {precision} ranks={ranks}: failed: {r['error']}", flush=True)
+            results.append(r)
+
+    def rate(backend, shape, precision, ranks):
+        found = [r for r in results if (r["backend"], r["shape"], r["precision"], r["ranks"]) ==
+                 (backend, shape, precision, ranks) and "samples_per_s" in r]
+        return found[0]["samples_per_s"] if found else None
+
+    print()
+    for shape in shapes:
+        for label, a, b in ((f"torch {shape} bf16 / fp32", ("torch", shape, "bf16", 1), ("torch", shape, "fp32", 1)),
+                            (f"torch {shape} 2 ranks / 1 rank", ("torch", shape, "fp32", 2), ("torch", shape, "fp32", 1)),
+                            (f"mindspore {shape} 2 ranks / 1 rank", ("mindspore", shape, "fp32", 2),
+                             ("mindspore", shape, "fp32", 1)),
+                            (f"mindspore / torch {shape} fp32", ("mindspore", shape, "fp32", 1), ("torch", shape, "fp32", 1))):
+            x, y = rate(*a), rate(*b)
+            print(f"{label:36} {x / y:5.2f}x" if x and y else f"{label:36} n/a")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"peaks_gflops": peaks, "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

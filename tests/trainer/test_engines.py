@@ -1,0 +1,64 @@
+"""The engines' step contract on both backends: the schedule's rate is what the update uses, and
+a step with a non-finite gradient is skipped (parameters untouched) and reported."""
+
+import numpy as np
+import pytest
+
+from mindtransformer.backends import get_backend
+from mindtransformer.models.bert import bert_tiny, build_model
+from mindtransformer.trainer.distributed import World
+from tests.models.test_heads import B, T, V, tiny_inputs
+
+BACKENDS = ["torch", "mindspore"]
+
+
+def engine_for(backend, **options):
+    import importlib
+
+    get_backend(backend).manual_seed(0)
+    model = build_model(bert_tiny(vocab_size=V, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                        "pretraining", backend)
+    extra = {"jit": False} if backend == "mindspore" else {}  # eager: compiled graphs are never freed
+    return importlib.import_module(f"mindtransformer.backends.{backend}.train").Engine(model, World(), **options, **extra)
+
+
+def batch():
+    inputs = tiny_inputs("pretraining")
+    positions = np.array([[1, 2], [3, 4], [5, 1]], dtype=np.int64)
+    labels = np.take_along_axis(inputs["input_ids"], positions, axis=1)
+    return {**inputs, "labels": labels, "next_sentence_label": np.array([0, 1, 0]), "masked_lm_positions": positions}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+def test_the_rate_given_to_step_is_the_rate_applied(backend, optimizer):
+    engine = engine_for(backend, optimizer=optimizer, learning_rate=1e-3, weight_decay=0.01)
+    moved = []
+    for rate in (1e-3, 0.0, 1e-2):
+        before = engine.named_arrays()
+        loss = engine.forward_backward(batch(), 1.0)
+        result = engine.step(rate, loss, 0)
+        after = engine.named_arrays()
+        assert not result["skipped"] and np.isfinite(result["grad_norm"])
+        moved.append(max(float(np.abs(after[k] - before[k]).max()) for k in before))
+    assert moved[1] == 0.0  # rate 0: nothing moves (weight decay is scaled by the rate too)
+    assert moved[0] > 0 and moved[2] > 5 * moved[0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_step_with_a_non_finite_gradient_is_skipped_and_reported(backend):
+    engine = engine_for(backend, learning_rate=1e-3)
+    before = engine.named_arrays()
+    loss = engine.forward_backward(batch(), 1.0)
+    if backend == "torch":
+        engine.parameters[0].grad[0, 0] = float("nan")
+    else:
+        import mindspore as ms
+
+        engine._sums[0] = engine._sums[0] * ms.Tensor(np.float32("inf"))
+    result = engine.step(1e-3, loss, 0)
+    assert result["skipped"] and not np.isfinite(result["grad_norm"])
+    after = engine.named_arrays()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+    # The next step is a normal one again.
+    assert not engine.step(1e-3, engine.forward_backward(batch(), 1.0), 1)["skipped"]
