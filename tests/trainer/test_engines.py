@@ -62,3 +62,21 @@ def test_a_step_with_a_non_finite_gradient_is_skipped_and_reported(backend):
     assert all(np.array_equal(before[k], after[k]) for k in before)
     # The next step is a normal one again.
     assert not engine.step(1e-3, engine.forward_backward(batch(), 1.0), 1)["skipped"]
+
+
+def test_torch_bf16_autocast_trains_with_fp32_master_weights():
+    engine = engine_for("torch", learning_rate=1e-3, precision="bf16")
+    losses = []
+    for step in range(3):
+        loss = engine.forward_backward(batch(), 1.0)
+        assert not engine.step(1e-3, loss, step)["skipped"]
+        losses.append(loss)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in engine.parameters)
+
+
+def test_mindspore_refuses_bf16_on_cpu_with_the_reason():
+    from mindtransformer.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="no bf16 LayerNorm kernel on CPU"):
+        engine_for("mindspore", precision="bf16")

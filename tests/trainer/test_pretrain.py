@@ -252,3 +252,17 @@ def test_a_bad_hostfile_line_is_refused(pretraining_tfrecords, tmp_path, line):
     assert done.returncode == 2
     assert f"{hostfile}:2:" in done.stderr and "HOST slots=N" in done.stderr, done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_init_from_an_hf_folder_starts_from_its_weights(pretraining_tfrecords, minilm_path, tmp_path):
+    # MiniLM has no MLM/NSP head weights: they are initialised, the backbone is MiniLM's.
+    run = tmp_path / "run"
+    done = trainer(f"--train_data_path={pretraining_tfrecords}", f"--init_from={minilm_path}", "--global_batch_size=4",
+                   "--train_steps=2", "--learning_rate=1e-5", f"--save_checkpoint_path={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    from safetensors.numpy import load_file
+
+    start, end = load_file(os.path.join(minilm_path, "model.safetensors")), load_file(run / "final" / "model.safetensors")
+    key = "embeddings.word_embeddings.weight"
+    assert end[f"bert.{key}"].shape == (30522, 384)
+    assert 0 < np.abs(end[f"bert.{key}"] - start[key]).max() < 1e-3  # two small steps away from MiniLM
