@@ -212,7 +212,7 @@ def _rank_pid(root: int, rank: int) -> int:
 def _rejected(done, *fragments, run_dir=None):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr[-2000:]
-    assert len(lines) == 1 or lines[-1].startswith(("error:", "bert_trainer: error:")), done.stderr
+    assert len(lines) == 1 and lines[0].startswith(("error:", "bert_trainer: error:")), done.stderr
     for fragment in fragments:
         assert fragment in lines[-1], lines[-1]
     if run_dir is not None:
