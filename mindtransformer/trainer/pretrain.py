@@ -150,6 +150,8 @@ def main(argv=None) -> int:
                 learning_rate=schedule)
     try:
         run(engine, batches, plan, log, checkpoints, state_of, best, evaluate if eval_files else None)
+        if world.size > 1:
+            log.note({"step": total_steps, "replica_fingerprints": replica_fingerprints(engine, world, total_steps)})
     finally:
         log.close()
     if world.is_main:
@@ -158,6 +160,22 @@ def main(argv=None) -> int:
               f"(final/) are in {s.save_checkpoint_path}", file=sys.stderr)
     engine.close()
     return 0
+
+
+def replica_fingerprints(engine, world, step: int) -> list:
+    """Every rank's fingerprint of its parameters (sum of |w| in float64), gathered on every
+    rank; data parallelism is only correct while they are all equal, so a difference stops the
+    run with an error naming the ranks."""
+    mine = float(sum(np.abs(a.astype(np.float64)).sum() for a in engine.named_arrays().values()))
+    slots = [0.0] * world.size
+    slots[world.rank] = mine
+    found = engine.all_sum(slots, step)
+    if any(value != found[0] for value in found):
+        from mindtransformer.errors import CollectiveError
+
+        raise CollectiveError(f"rank {world.rank}: the ranks' parameters differ after step {step} "
+                              f"(fingerprints {found}); the replicas diverged")
+    return found
 
 
 def export(engine, model, folder: str, settings) -> None:

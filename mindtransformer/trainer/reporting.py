@@ -54,6 +54,12 @@ class RunLog:
                                           for k, v in record.items()))
         self.plot()
 
+    def note(self, record: dict) -> None:
+        """A record for metrics.jsonl only (no bar output, no TensorBoard scalars)."""
+        if self.enabled:
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+
     def _write(self, record: dict) -> None:
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()

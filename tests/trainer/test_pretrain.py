@@ -117,6 +117,9 @@ def test_two_ranks_under_mpirun_match_one_process_with_the_same_global_batch(pre
                   f"--save_checkpoint_path={tmp_path / 'sp'}")
     assert one.returncode == 0, one.stderr[-3000:]
     np.testing.assert_allclose(losses(tmp_path / "dp"), losses(tmp_path / "sp"), rtol=0, atol=1e-5)
+    # Every rank's parameters at the end: the same on both ranks (the run checks and records it).
+    fingerprints = read_metrics(tmp_path / "dp" / "metrics.jsonl")[-1]["replica_fingerprints"]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1] > 0
     # Parameters after the last step: the same in both runs (rank 0 wrote the export).
     from safetensors.numpy import load_file
 
