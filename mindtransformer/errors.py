@@ -12,6 +12,11 @@ class UserInputError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of a framework's (often multi-line) exception message, for a one-line error."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
 def closest_name(name: str, choices) -> str:
     """A hint like " (did you mean 'masked_lm'?)" for a misspelled choice, or ""."""
     import difflib

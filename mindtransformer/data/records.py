@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mindtransformer.errors import UserInputError
+from mindtransformer.errors import UserInputError, first_line
 from mindtransformer.utils.files import atomic_path, atomic_write_text, make_readable
 
 FORMATS = ("tfrecord", "mindrecord")
@@ -238,7 +238,7 @@ def _iter_mindrecord(path: str) -> Iterator[dict]:
     try:
         reader = FileReader(path)
     except Exception as err:  # noqa: BLE001  MindRecord raises RuntimeError/ValueError variously
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise UserInputError(f"{path}: not a readable MindRecord file ({first}); make it again") from None
     try:
         fields = None

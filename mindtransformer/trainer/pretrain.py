@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from mindtransformer.data import loaders
-from mindtransformer.errors import UserInputError
+from mindtransformer.errors import UserInputError, first_line
 from mindtransformer.models.bert import BertConfig, build_model
 from mindtransformer.trainer import checkpoints as ckpt
 from mindtransformer.trainer.distributed import prepare_mindspore, world_from_env
@@ -87,12 +87,10 @@ def main(argv=None) -> int:
                                        world_size=world.size, buffer_size=s.shuffle_buffer)
     per_epoch = stream.batches_per_epoch(loaders.count_records(files))
     steps_per_epoch = per_epoch // s.grad_accumulation_steps
-    if steps_per_epoch < 1 and not s.train_steps:
+    if per_epoch < 1 or (steps_per_epoch < 1 and not s.train_steps):
         raise UserInputError(f"--train_data_path={s.train_data_path}: fewer records than one global batch "
-                             f"({s.global_batch_size}); lower --global_batch_size or set --train_steps")
-    if per_epoch < 1:
-        raise UserInputError(f"--train_data_path={s.train_data_path}: fewer records than one global batch "
-                             f"({s.global_batch_size}); lower --global_batch_size")
+                             f"({s.global_batch_size}); lower --global_batch_size"
+                             + (" or set --train_steps" if per_epoch >= 1 else ""))
     total_steps = s.train_steps or s.epoch_size * steps_per_epoch
 
     if s.backend == "mindspore":
@@ -115,7 +113,13 @@ def main(argv=None) -> int:
     position = {"epoch": 0, "batches": 0}
     start_step = 0
     if state:
-        engine.load(resume_dir, state["engine"])
+        try:
+            engine.load(resume_dir, state["engine"])
+        except UserInputError:
+            raise
+        except Exception as err:  # noqa: BLE001  safetensors/torch/MindSpore raise many kinds on damage
+            raise UserInputError(f"{resume_dir}: a damaged checkpoint ({first_line(err)}); resume from an earlier "
+                                 "one (pass its directory to --load_checkpoint_path)") from None
         start_step, position = state["step"], state["data"]
         best.step, best.value = state["best"]["step"], state["best"]["value"]
     batches = MicroBatches(stream.batches, per_epoch, position["epoch"], position["batches"], pretraining_inputs)

@@ -61,8 +61,7 @@ class RunLog:
             self.metrics.flush()
 
     def _write(self, record: dict) -> None:
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
+        self.note(record)
         if self.tensorboard:
             from tensorboard.compat.proto.event_pb2 import Event
             from tensorboard.compat.proto.summary_pb2 import Summary

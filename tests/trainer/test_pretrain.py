@@ -247,6 +247,17 @@ def test_a_checkpoint_of_another_model_size_is_refused(pretraining_tfrecords, tm
     _rejected(done, "a checkpoint of another model", "hidden_size 64", run_dir=tmp_path / "other")
 
 
+def test_a_damaged_checkpoint_is_refused_in_one_line(pretraining_tfrecords, tmp_path):
+    run = tmp_path / "run"
+    assert trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=1",
+                   f"--save_checkpoint_path={run}").returncode == 0
+    with open(run / "checkpoints" / "bert-step00000001" / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
+    done = trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=2",
+                   f"--save_checkpoint_path={tmp_path / 'other'}", f"--load_checkpoint_path={run}")
+    _rejected(done, "bert-step00000001: a damaged checkpoint", "resume from an earlier one")
+
+
 @pytest.mark.parametrize("line", ["localhost slots=two", "localhost slot=2", "local host slots=2"])
 def test_a_bad_hostfile_line_is_refused(pretraining_tfrecords, tmp_path, line):
     hostfile = tmp_path / "hostfile"

@@ -120,12 +120,12 @@ def loss_and_gradients(model, batch: dict) -> tuple:
 
 def read_checkpoint(path: str) -> dict:
     """name -> numpy array from a MindSpore .ckpt."""
-    from mindtransformer.errors import UserInputError
+    from mindtransformer.errors import UserInputError, first_line
 
     try:
         params = ms.load_checkpoint(path)
     except Exception as err:  # noqa: BLE001  MindSpore raises ValueError/RuntimeError variously
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise UserInputError(f"{path}: not a readable MindSpore checkpoint ({first}); "
                              "pass a .ckpt written by mindspore.save_checkpoint") from None
     if not params:

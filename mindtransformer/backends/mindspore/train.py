@@ -22,17 +22,7 @@ from mindspore import ops
 
 from mindtransformer.backends.common import forward_arguments
 from mindtransformer.backends.mindspore import make_optimizer, named_arrays, read_checkpoint, write_checkpoint
-from mindtransformer.errors import CollectiveError, UserInputError
-
-
-def _drop_constant_tuple_warning(record) -> bool:
-    # experimental.optim.AdamW passes its gradients to an inner compiled function as a tuple and
-    # MindSpore then warns, printing every gradient in full, at each step; ms.mutable does not
-    # reach that inner call. The warning is about recompiling, which does not happen here.
-    return "Constant value tensor are detected" not in record.getMessage()
-
-
-ms.log._get_logger().addFilter(_drop_constant_tuple_warning)
+from mindtransformer.errors import CollectiveError, UserInputError, first_line
 
 
 class Engine:
@@ -86,11 +76,11 @@ class Engine:
         grads, self._sums = self._sums, None
         loss = local_loss
         if self.world.size > 1:
-            try:
-                grads = self._mean_over_ranks(ms.mutable(tuple(grads)))
+            try:  # the loss rides along in the same collective, as a (1,) tensor
+                *grads, mean_loss = self._mean_over_ranks(ms.mutable((*grads, ms.Tensor([local_loss], ms.float32))))
             except RuntimeError as err:
                 self._collective_failed(err, step)
-            loss = self.all_sum([local_loss], step)[0] / self.world.size
+            loss = float(mean_loss.asnumpy()[0])
         norm = float(ops.sqrt(sum(ops.sum(g * g) for g in grads)).asnumpy())
         skipped = not np.isfinite(norm)
         if not skipped:
@@ -116,9 +106,8 @@ class Engine:
             self._collective_failed(err, step)
 
     def _collective_failed(self, err, step: int):
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CollectiveError(f"rank {self.world.rank}: the all-reduce of step {step} failed: another rank "
-                              f"stopped or stopped answering ({first})") from None
+                              f"stopped or stopped answering ({first_line(err)})") from None
 
     def barrier(self) -> None:
         if self.world.size > 1:
@@ -161,7 +150,7 @@ class Engine:
 
 
 def _compiled_mean(all_reduce, size: int):
-    """Every gradient averaged over the ranks by one AllReduce of their concatenation, compiled
+    """Every tensor (the gradients, the loss) averaged over the ranks by one AllReduce of their concatenation, compiled
     (eager MindSpore would keep the flat copies around). One collective instead of one per
     parameter: MindSpore's CPU AllReduce costs ~10-30 ms of latency per call here."""
 
@@ -178,9 +167,7 @@ def _compiled_mean(all_reduce, size: int):
 
 
 def _set_learning_rate(optimizer, value: float) -> None:
-    """The schedule is computed in Python; each optimizer keeps its rate in a Parameter, which is
-    assigned in place (experimental.optim.AdamW ignores a Parameter.set_data: tested)."""
-    rate = ms.Tensor(np.float32(value))
-    groups = getattr(optimizer, "param_groups", None)
-    for parameter in ([group["lr"] for group in groups] if groups else [optimizer.learning_rate]):
-        ops.assign(parameter, rate)
+    """The schedule is computed in Python; every optimizer here keeps its rate in the Parameter
+    `learning_rate`, assigned in place (MindSpore's compiled optimizers ignore a
+    Parameter.set_data once they ran: tested)."""
+    ops.assign(optimizer.learning_rate, ms.Tensor(np.float32(value)))

@@ -93,12 +93,12 @@ def loss_and_gradients(model, batch: dict) -> tuple:
 
 def read_state_dict(weights_file: str) -> dict:
     """name -> numpy array from a torch checkpoint, loaded with weights_only (never a plain unpickle)."""
-    from mindtransformer.errors import UserInputError
+    from mindtransformer.errors import UserInputError, first_line
 
     try:
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  the weights-only unpickler raises many kinds on garbage
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise UserInputError(f"{weights_file}: not a readable torch checkpoint ({first}); "
                              "pass pytorch_model.bin or model.safetensors from an HF model folder") from None
     for wrapper in ("state_dict", "model", "module"):  # trainer checkpoints that wrap the weights

@@ -14,7 +14,7 @@ import torch
 
 from mindtransformer.backends.common import forward_arguments
 from mindtransformer.backends.torch import make_optimizer, named_arrays
-from mindtransformer.errors import CollectiveError
+from mindtransformer.errors import CollectiveError, first_line
 
 
 class Engine:
@@ -104,9 +104,8 @@ class Engine:
         try:
             dist.all_reduce(tensor)
         except (RuntimeError, dist.DistError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise CollectiveError(f"rank {self.world.rank}: the all-reduce of step {step} failed: another rank "
-                                  f"stopped or stopped answering ({first})") from None
+                                  f"stopped or stopped answering ({first_line(err)})") from None
 
     def barrier(self) -> None:
         if self.world.size > 1:
@@ -173,7 +172,6 @@ def _join(world, backend: str) -> None:
                                 rank=world.rank, world_size=world.size,
                                 timeout=datetime.timedelta(seconds=world.timeout_s))
     except (RuntimeError, dist.DistError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CollectiveError(f"rank {world.rank}: could not join the {world.size}-rank group at "
-                              f"{world.master_addr}:{world.master_port} ({first}); check --master_addr/--master_port "
+                              f"{world.master_addr}:{world.master_port} ({first_line(err)}); check --master_addr/--master_port "
                               "and that every rank started") from None
