@@ -16,7 +16,8 @@ EXTRAS = {
     "tensorboard": ["tensorboard>=2.15"],
     "test": ["pytest>=8"],
     # Peers that bench/ runs side by side with us (google-research/bert as published on PyPI).
-    "bench": ["bert-tensorflow==1.0.4"],
+    # HF Trainer (bench/glue.py) needs accelerate.
+    "bench": ["bert-tensorflow==1.0.4", "accelerate>=1.0"],
 }
 EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf", "data",
                                                                 "tensorboard") for req in EXTRAS[name]})
@@ -26,7 +27,7 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["mindtransformer", "mindtransformer.*"]),
-    package_data={"mindtransformer": ["resources/*"]},
+    package_data={"mindtransformer": ["resources/*", "resources/glue/*/*"]},
     python_requires=">=3.9",
     install_requires=[
         "numpy>=1.23,<2",  # MindSpore's kernels are built against NumPy 1.x

@@ -11,3 +11,36 @@ usage() {
     exit 2
   fi
 }
+
+# launch_ranks RANK_SIZE HOSTFILE COMMAND...: run COMMAND as RANK_SIZE ranks over mpirun (OpenMPI).
+# HOSTFILE: one "HOST slots=N" line per machine (e.g. "localhost slots=2"). Rank 0 listens on
+# the first host at a free port ($MASTER_ADDR / $MASTER_PORT or --master_addr / --master_port
+# override it). No network interface is named here: mpirun and the collectives use the
+# system's choice; pick one with --network_interface=IF (collectives) and
+# MPIRUN_ARGS="--mca btl_tcp_if_include IF --mca oob_tcp_if_include IF" (mpirun itself).
+launch_ranks() {
+  local rank_size=$1 hostfile=$2 address host port
+  shift 2
+  # Checks the hostfile (one-line error and exit 2 on a bad line); prints rank 0's host and a free port.
+  address=$("$PYTHON" -m mindtransformer.trainer.distributed "$hostfile" "$rank_size")
+  read -r host port <<< "$address"
+  export MASTER_ADDR=${MASTER_ADDR:-$host} MASTER_PORT=${MASTER_PORT:-$port}
+  local pass=() root_args=() name
+  for name in PATH LD_LIBRARY_PATH PYTHONPATH MASTER_ADDR MASTER_PORT HF_HUB_OFFLINE TRANSFORMERS_OFFLINE \
+              OMP_NUM_THREADS TF_CPP_MIN_LOG_LEVEL GLOO_SOCKET_IFNAME NCCL_SOCKET_IFNAME CUDA_VISIBLE_DEVICES; do
+    if [ -n "${!name:-}" ]; then pass+=(-x "$name"); fi
+  done
+  if [ "$(id -u)" = 0 ]; then root_args=(--allow-run-as-root); fi
+  # --bind-to none: with OpenMPI's default core binding, gloo ranks abort at exit (signal 6).
+  # --oversubscribe: more ranks than the hostfile's slots are allowed (a note is printed above).
+  # shellcheck disable=SC2086
+  exec mpirun -n "$rank_size" --hostfile "$hostfile" --oversubscribe --bind-to none "${root_args[@]}" \
+    "${pass[@]}" ${MPIRUN_ARGS:-} "$@"
+}
+
+# The GLUE scripts' defaults: the task files under $GLUE_DIR/<TASK>, the model to start from
+# ($INIT_FROM, by default the bundled real MiniLM checkpoint) and the run directory.
+glue_defaults() {
+  GLUE_DIR=${GLUE_DIR:-$ROOT/mindtransformer/resources/glue}
+  INIT_FROM=${INIT_FROM:-$("$PYTHON" -c 'from mindtransformer.utils.bundled import minilm_path; print(minilm_path())')}
+}

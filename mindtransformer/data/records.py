@@ -99,6 +99,7 @@ class TFRecordWriter:
 
     def __init__(self, path: str, lengths: dict):
         self.path, self.count = path, 0
+        self.dtypes = {name: dtype for name, (dtype, _) in lengths.items()}
         self._atomic = atomic_path(path)
         self._file = open(self._atomic.__enter__(), "wb")
 
@@ -109,7 +110,7 @@ class TFRecordWriter:
         if framed is None:
             from mindtransformer.data.tfrecord import encode_records
 
-            framed = encode_records({name: np.asarray(arrays[name])[list(rows)] for name in FEATURES}, DTYPES)
+            framed = encode_records({name: np.asarray(arrays[name])[list(rows)] for name in self.dtypes}, self.dtypes)
             rows = range(len(rows))
         data, offsets = framed
         if rows.step == 1 and rows:  # a contiguous run (one shard): one slice
@@ -134,6 +135,7 @@ class MindRecordWriter:
         from mindspore.mindrecord import FileWriter
 
         self.path, self.count = path, 0
+        self.names = list(lengths)
         # MindRecord writes NAME and NAME.db itself and records NAME inside them: write both under
         # the final name in a hidden directory beside it, then move them out.
         self._dir = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -144,11 +146,11 @@ class MindRecordWriter:
         self._writer.set_page_size(1 << 22)
         self._writer.set_header_size(1 << 20)
         schema = {name: {"type": dtype, "shape": [-1]} for name, (dtype, _) in lengths.items()}
-        self._writer.add_schema(schema, "mindtransformer pretraining (google BERT features)")
+        self._writer.add_schema(schema, "mindtransformer records")
 
     def write(self, arrays: dict, rows: range, framed: tuple = None) -> None:
         rows = list(rows)
-        batch = [{name: arrays[name][row] for name in FEATURES} for row in rows]
+        batch = [{name: arrays[name][row] for name in self.names} for row in rows]
         if batch:
             self._writer.write_raw_data(batch)
         self.count += len(batch)
@@ -184,18 +186,27 @@ def write_manifest(path: str, output_format: str, count: int, lengths: dict, ext
 
 # ---- readers -----------------------------------------------------------------------------------
 
-def iter_records(path: str, output_format: str = None) -> Iterator[dict]:
-    """Every record of a file as {name: numpy array}, in file order; bad files -> UserInputError."""
+def iter_records(path: str, output_format: str = None, dtypes: dict = None) -> Iterator[dict]:
+    """Every record of a file as {name: numpy array}, in file order; bad files -> UserInputError.
+    `dtypes` (name -> dtype) is the schema expected, by default the pretraining one."""
     output_format = output_format or detect_format(path)
+    dtypes = dtypes or DTYPES
     if not os.path.isfile(path):
         raise UserInputError(f"{path}: no such record file")
     if output_format == "mindrecord":
-        yield from _iter_mindrecord(path)
+        yield from _iter_mindrecord(path, dtypes)
     else:
-        yield from _iter_tfrecord(path)
+        yield from _iter_tfrecord(path, dtypes)
 
 
-def _iter_tfrecord(path: str, batch: int = 512) -> Iterator[dict]:
+def _lacks(path: str, where: str, dtypes: dict, found) -> None:
+    missing = [name for name in dtypes if name not in found]
+    if missing:
+        raise UserInputError(f"{path}: {where} lacks {', '.join(missing)}: not a record file of this kind "
+                             f"(it has {', '.join(sorted(found))}); make it with this toolkit's tools")
+
+
+def _iter_tfrecord(path: str, dtypes: dict, batch: int = 512) -> Iterator[dict]:
     from mindtransformer.utils.env import quiet_tensorflow
 
     quiet_tensorflow()
@@ -211,28 +222,25 @@ def _iter_tfrecord(path: str, batch: int = 512) -> Iterator[dict]:
         # batches (per-record protobuf parsing in Python is ~17x slower once MindSpore, which
         # forces the pure-Python protobuf, has been imported).
         features = tf.train.Example.FromString(first.numpy()).features.feature
-        missing = [name for name in FEATURES if name not in features]
-        if missing:
-            raise UserInputError(f"{path}: record 0 lacks {', '.join(missing)}: not a pretraining record file "
-                                 f"(it has {', '.join(sorted(features))})")
+        _lacks(path, "record 0", dtypes, features)
         spec = {}
-        for name, (dtype, _) in FEATURES.items():
+        for name, dtype in dtypes.items():
             values = features[name].int64_list.value if dtype == "int64" else features[name].float_list.value
             spec[name] = tf.io.FixedLenFeature([len(values)], tf.int64 if dtype == "int64" else tf.float32)
         for parsed in raw.batch(batch).map(lambda r: tf.io.parse_example(r, spec)).as_numpy_iterator():
             n = len(parsed["input_ids"])
             for row in range(n):
-                yield {name: parsed[name][row] for name in FEATURES}
+                yield {name: parsed[name][row] for name in dtypes}
             index += n
     except tf.errors.DataLossError as err:
         raise UserInputError(f"{path}: corrupt TFRecord after {index} records ({err.message.splitlines()[0]}); "
                              "the file is damaged or truncated: make it again") from None
     except tf.errors.InvalidArgumentError as err:
-        raise UserInputError(f"{path}: record after {index} does not have the pretraining schema "
-                             f"({err.message.splitlines()[0][:200]}); pass a file made by create_pretraining_data") from None
+        raise UserInputError(f"{path}: record after {index} does not have the expected schema "
+                             f"({err.message.splitlines()[0][:200]}); pass a file made by this toolkit's tools") from None
 
 
-def _iter_mindrecord(path: str) -> Iterator[dict]:
+def _iter_mindrecord(path: str, dtypes: dict) -> Iterator[dict]:
     from mindspore.mindrecord import FileReader
 
     try:
@@ -244,11 +252,8 @@ def _iter_mindrecord(path: str) -> Iterator[dict]:
         fields = None
         for row in reader.get_next():
             if fields is None:
-                missing = [name for name in FEATURES if name not in row]
-                if missing:
-                    raise UserInputError(f"{path}: lacks {', '.join(missing)}: not a pretraining record file "
-                                         f"(it has {', '.join(sorted(row))})")
+                _lacks(path, "the first record", dtypes, row)
                 fields = True
-            yield {name: np.asarray(row[name], dtype=dtype) for name, (dtype, _) in FEATURES.items()}
+            yield {name: np.asarray(row[name], dtype=dtype).reshape(-1) for name, dtype in dtypes.items()}
     finally:
         reader.close()

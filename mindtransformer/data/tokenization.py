@@ -100,15 +100,18 @@ class BertTokenizer:
                    tokenize_chinese_chars=settings.get("tokenize_chinese_chars", True),
                    model_max_length=max_length if isinstance(max_length, int) and max_length < 10**6 else 512)
 
-    def _configure(self, max_length: Optional[int], pad_to: Optional[int]):
-        if self._settings == (max_length, pad_to):
+    def _configure(self, max_length: Optional[int], pad_to: Optional[int], pad: bool = True):
+        if self._settings == (max_length, pad_to, pad):
             return
         if max_length is None:
             self._tokenizer.no_truncation()
         else:
             self._tokenizer.enable_truncation(max_length, strategy="longest_first")
-        self._tokenizer.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]", length=pad_to)
-        self._settings = (max_length, pad_to)
+        if pad:
+            self._tokenizer.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]", length=pad_to)
+        else:
+            self._tokenizer.no_padding()
+        self._settings = (max_length, pad_to, pad)
 
     def encode_batch(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None, max_length: int = 128,
                      pad_to_max_length: bool = False) -> dict:
@@ -131,6 +134,16 @@ class BertTokenizer:
             "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
         }
+
+    def encode_unpadded(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None,
+                        max_length: int = 128) -> tuple:
+        """([ids (T_i,) int32], [segment ids (T_i,) int8]) per text (or pair), truncated longest-first
+        to `max_length` tokens with specials and not padded: the featurizer pads per batch."""
+        self._configure(max_length, None, pad=False)
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        encodings = self._tokenizer.encode_batch(inputs)
+        return ([np.asarray(e.ids, dtype=np.int32) for e in encodings],
+                [np.asarray(e.type_ids, dtype=np.int8) for e in encodings])
 
     def tokenize(self, text: str) -> list:
         """WordPiece tokens of one text, without special tokens."""

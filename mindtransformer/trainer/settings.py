@@ -42,17 +42,45 @@ class TrainSettings:
     data_parallel: int = _field(1, "data-parallel ranks; data_parallel x model_parallel must equal the world size")
     model_parallel: int = _field(1, "model-parallel ranks (only 1 is supported)")
     full_batch: bool = _field(False, "MindSpore's flag: every rank reads the full batch (not supported: ranks shard the data)")
+    # -- what to train (the original fine-tuning scripts' flags)
+    auto_model: str = _field("bert", "bert: MLM+NSP pretraining on records; bert_glue: text classification "
+                             "(GLUE or --task_name=csv)", ("bert", "bert_glue"))
+    task_name: str = _field("", "bert_glue: a GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli) "
+                            "or csv (any CSV/TSV, see --text_column)")
+    data_dir: str = _field("", "bert_glue: directory of the task's GLUE files (train.tsv, dev.tsv; MNLI: "
+                           "dev_matched.tsv and dev_mismatched.tsv)")
+    dataset_format: str = _field("tsv", "bert_glue: tsv (the task files, tokenized at start) or records made by "
+                                 "generate_glue_mindrecord.py in --train_data_path/--eval_data_path",
+                                 ("tsv", "tfrecord", "mindrecord"))
+    num_labels: int = _field(0, "bert_glue: classes of the task (0: the task's own; checked against it)")
+    assessment_method: str = _field("", "bert_glue: the metric that picks the best checkpoint (default: the "
+                                    "task's first)", ("", "accuracy", "f1", "mcc", "spearman_correlation",
+                                                      "pearson", "f1_weighted"))
+    text_column: str = _field("", "--task_name=csv: column of the text (e.g. review)")
+    text_b_column: str = _field("", "--task_name=csv: column of an optional second text")
+    label_column: str = _field("label", "--task_name=csv: column of the label")
+    dev_fraction: float = _field(0.1, "--task_name=csv without --eval_data_path: share of the file held out "
+                                 "(seeded by --seed) for evaluation")
+    max_train_examples: int = _field(0, "bert_glue: train on the first N examples only (0: all; for quick runs)")
+    vocab_file_path: str = _field("", "vocab.txt of the tokenizer (default: the --init_from folder's)")
+    eval_batch_size: int = _field(64, "examples per evaluation batch on each rank")
+    group_by_length: bool = _field(True, "bert_glue: batch examples of similar length (less padding)")
+    pad_to_multiple_of: int = _field(0, "bert_glue: pad each batch to a multiple of this (0: 1 on torch, 32 on "
+                                     "MindSpore, whose compiled graph is built once per shape)")
+    pad_to_max_length: bool = _field(False, "bert_glue: pad every batch to --seq_length (slower; for comparisons)")
     # -- ours
     backend: str = _field("torch", "torch or mindspore", ("torch", "mindspore"))
     max_predictions_per_seq: int = _field(20, "masked positions per instance; must equal the records'")
     intermediate_size: int = _field(0, "feed-forward size of a model built from scratch (0: 4 x embedding_size)")
     init_from: str = _field("", "start from an HF folder or a converted .ckpt instead of random weights")
     load_checkpoint_path: str = _field("", "resume exactly from this training checkpoint (or a directory of them: the newest)")
-    save_checkpoint_path: str = _field("outputs/pretrain", "directory for checkpoints, logs, pictures and the final export")
+    save_checkpoint_path: str = _field("", "directory for checkpoints, logs, pictures and the final export "
+                                       "(default: outputs/pretrain, or outputs/<task_name>)")
     save_checkpoint_steps: int = _field(1000, "optimizer steps between checkpoints")
     keep_checkpoint_max: int = _field(3, "checkpoints kept (the best is kept as well)")
     train_steps: int = _field(0, "optimizer steps to run (0: --epoch_size passes)")
     warmup_steps: int = _field(0, "linear warmup steps")
+    warmup_ratio: float = _field(0.0, "warmup as a share of all steps (used when --warmup_steps is 0)")
     learning_rate: float = _field(1e-4, "peak learning rate")
     end_learning_rate: float = _field(0.0, "learning rate reached at the last step")
     lr_decay: str = _field("linear", "decay after warmup", ("linear", "polynomial", "constant"))
@@ -60,13 +88,14 @@ class TrainSettings:
     weight_decay: float = _field(0.01, "decoupled weight decay (not on biases and LayerNorm)")
     clip_grad_norm: float = _field(1.0, "clip the global gradient norm to this (0: off)")
     grad_accumulation_steps: int = _field(1, "micro-batches per optimizer step")
-    precision: str = _field("fp32", "fp32; bf16 (autocast, CPU and GPU); fp16 (dynamic loss scaling, GPU)",
-                            ("fp32", "bf16", "fp16"))
+    precision: str = _field("fp32", "fp32; bf16 (autocast, CPU and GPU); fp16 (dynamic loss scaling, GPU); auto "
+                            "(bf16 on torch where the GPU or CPU has bf16 units, else fp32)", ("fp32", "bf16", "fp16", "auto"))
     num_threads: int = _field(0, "CPU threads per rank for the framework's kernels (0: its default)")
     mindspore_mode: str = _field("graph", "MindSpore execution: graph (compiled, faster) or pynative (eager; with "
                                  "dropout, a resumed run continues bit for bit)", ("graph", "pynative"))
     dropout: Optional[float] = _field(None, "override the model's dropout probabilities (0 for exact comparisons)")
-    eval_data_path: str = _field("", "records to evaluate on every --eval_steps steps (empty: no evaluation)")
+    eval_data_path: str = _field("", "data to evaluate on every --eval_steps steps: pretraining or classifier "
+                                 "records, or a --task_name=csv dev file (empty: none, or the task's dev files)")
     eval_steps: int = _field(0, "optimizer steps between evaluations (0: only at the end)")
     log_steps: int = _field(10, "optimizer steps between metric log lines")
     seed: int = _field(0, "seed of the model initialisation, dropout and data order")
@@ -80,6 +109,34 @@ class TrainSettings:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
+# The original scripts' other names for the same settings (flags and recipe keys).
+ALIASES = {"start_lr": "learning_rate", "dropout_prob": "dropout", "train_data_shuffle": "do_shuffle"}
+METRIC_OF_METHOD = {"accuracy": "accuracy", "f1": "f1", "mcc": "matthews_corrcoef",
+                    "spearman_correlation": "spearman", "pearson": "pearson", "f1_weighted": "f1_weighted"}
+
+
+def effective_precision(settings: TrainSettings) -> str:
+    """--precision with auto resolved: bf16 on torch where the hardware does bf16 (GPU, or a CPU
+    with AVX512-BF16 / AMX), else fp32 (MindSpore 2.10 has no bf16 LayerNorm on CPU)."""
+    if settings.precision != "auto":
+        return settings.precision
+    if settings.backend != "torch":
+        return "fp32"
+    if settings.device_target == "GPU":
+        return "bf16"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+
+
+def run_dir(settings: TrainSettings) -> str:
+    """Where a run writes: --save_checkpoint_path, or outputs/pretrain / outputs/<task_name>."""
+    if settings.save_checkpoint_path:
+        return settings.save_checkpoint_path
+    return os.path.join("outputs", "pretrain" if settings.auto_model == "bert" else settings.task_name.lower() or "glue")
 
 
 def build_parser(prog: str, description: str) -> StrictParser:
@@ -92,6 +149,10 @@ def build_parser(prog: str, description: str) -> StrictParser:
         choices = f.metadata["choices"]
         p.add_argument(f"--{name}", type=kind, choices=choices, metavar=name.upper() if not choices else None,
                        help=f"{f.metadata['help']} (default: {f.default})")
+    for alias, name in ALIASES.items():
+        kind = {"bool": boolean, "int": int, "float": float, "Optional[float]": float}.get(str(FIELDS[name].type), str)
+        p.add_argument(f"--{alias}", dest=name, type=kind, metavar=alias.upper(),
+                       help=f"the original scripts' name of --{name}")
     return p
 
 
@@ -108,9 +169,9 @@ def read_recipe(path: str) -> dict:
     if not isinstance(recipe, dict):
         raise UserInputError(f"{path}: a recipe is a mapping of flag names to values")
     for key in recipe:
-        if key not in FIELDS:
-            raise UserInputError(f"{path}: unknown key {key!r}{closest_name(str(key), FIELDS)}")
-    return recipe
+        if key not in FIELDS and key not in ALIASES:
+            raise UserInputError(f"{path}: unknown key {key!r}{closest_name(str(key), [*FIELDS, *ALIASES])}")
+    return {ALIASES.get(key, key): value for key, value in recipe.items()}
 
 
 def _coerce(name: str, value, source: str):
@@ -152,9 +213,12 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
     for name in ("seq_length", "global_batch_size", "grad_accumulation_steps", "num_layers", "num_heads",
                  "embedding_size", "vocab_size", "max_predictions_per_seq", "epoch_size", "device_num",
                  "data_parallel", "model_parallel", "save_checkpoint_steps", "keep_checkpoint_max",
-                 "log_steps", "shuffle_buffer", "collective_timeout"):
+                 "log_steps", "shuffle_buffer", "collective_timeout", "eval_batch_size"):
         if getattr(s, name) < 1:
             raise UserInputError(f"--{name}={getattr(s, name)}: must be >= 1")
+    if s.num_labels < 0 or s.pad_to_multiple_of < 0 or s.max_train_examples < 0 or not 0 <= s.warmup_ratio < 1 or not 0 < s.dev_fraction < 1:
+        raise UserInputError("--num_labels, --pad_to_multiple_of and --max_train_examples must be >= 0, --warmup_ratio in [0, 1) "
+                             "and --dev_fraction in (0, 1)")
     if s.seq_length > s.max_position_embeddings:
         raise UserInputError(f"--seq_length={s.seq_length} exceeds --max_position_embeddings={s.max_position_embeddings}; "
                              "lower the first or raise the second")
@@ -184,7 +248,24 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
         raise UserInputError("--warmup_steps and --train_steps must be >= 0 and --learning_rate > 0")
     if s.backend == "torch" and s.optimizer == "adamweightdecay":
         raise UserInputError("--optimizer=adamweightdecay is MindSpore's; on torch use adamw or lamb")
-    if not s.train_data_path:
+    if s.auto_model == "bert" and not s.train_data_path:
         raise UserInputError("--train_data_path is required: the record files to train on")
+    if s.auto_model == "bert_glue":
+        _check_glue(s)
     if s.load_checkpoint_path and not os.path.exists(s.load_checkpoint_path):
         raise UserInputError(f"--load_checkpoint_path={s.load_checkpoint_path}: no such checkpoint")
+
+
+def _check_glue(s: TrainSettings) -> None:
+    if not s.task_name:
+        raise UserInputError("--task_name is required with --auto_model=bert_glue (a GLUE task, or csv)")
+    if s.dataset_format != "tsv":
+        if not s.train_data_path or not s.eval_data_path:
+            raise UserInputError(f"--dataset_format={s.dataset_format}: pass the records made by "
+                                 "generate_glue_mindrecord.py as --train_data_path and --eval_data_path")
+    elif s.task_name.lower() == "csv":
+        if not s.train_data_path or not s.text_column:
+            raise UserInputError("--task_name=csv needs --train_data_path (a CSV/TSV file with a header) and "
+                                 "--text_column (and --label_column if it is not 'label')")
+    elif not s.data_dir:
+        raise UserInputError(f"--task_name={s.task_name} needs --data_dir, the directory of its GLUE files")

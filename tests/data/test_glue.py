@@ -96,7 +96,7 @@ def test_bad_files_and_names(tmp_path):
     other.write_text("sentence\tlabel\nfine\t1\n")
     with pytest.raises(UserInputError, match=r"no 'sentence1' column"):
         glue.read_examples(spec, str(other))
-    with pytest.raises(UserInputError, match=r"not a GLUE task \(did you mean 'mrpc'\?\)"):
+    with pytest.raises(UserInputError, match=r"not a known task \(did you mean 'mrpc'\?\)"):
         glue.get_task("mrcp")
     with pytest.raises(UserInputError, match="no such file"):
         glue.read_examples(spec, str(tmp_path / "missing.tsv"))

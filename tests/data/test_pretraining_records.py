@@ -319,7 +319,7 @@ with tf.io.TFRecordWriter({foreign!r}) as w:
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     done = run_tool("vis_tfrecord_or_mindrecord.py", "--file_name", foreign, "--vocab_file",
                     records.read_manifest(made["tf1"])["vocab_file"], check=False)
-    assert done.returncode == 2 and "not a pretraining record file" in done.stderr and "label" in done.stderr
+    assert done.returncode == 2 and "not a record file of this kind" in done.stderr and "label" in done.stderr
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, vocab_file, corpus):

@@ -94,6 +94,11 @@ class Engine:
         self.model.set_train(False)
         return float(self.model(*self._inputs(batch))["loss"].asnumpy())
 
+    def outputs(self, batch: dict) -> dict:
+        """The model's outputs (loss when labels are given, logits, ...) as float32 numpy arrays."""
+        self.model.set_train(False)
+        return {k: v.astype(ms.float32).asnumpy() for k, v in self.model(*self._inputs(batch)).items()}
+
     def all_sum(self, values: list, step: int) -> list:
         if self.world.size == 1:
             return list(values)

@@ -90,6 +90,13 @@ class Engine:
         with self._autocast():
             return float(self.model(*self._inputs(batch))["loss"])
 
+    @torch.no_grad()
+    def outputs(self, batch: dict) -> dict:
+        """The model's outputs (loss when labels are given, logits, ...) as float32 numpy arrays."""
+        self.model.eval()
+        with self._autocast():
+            return {k: v.float().cpu().numpy() for k, v in self.model(*self._inputs(batch)).items()}
+
     def all_sum(self, values: list, step: int) -> list:
         """Sum a few numbers over ranks (evaluation totals)."""
         if self.world.size == 1:

@@ -1,0 +1,1 @@
+"""Evaluation and prediction entry points: text_classification, ..."""

@@ -1,0 +1,34 @@
+"""`python -m mindtransformer.trainer.trainer --auto_model=bert|bert_glue [--key=value ...]`: the
+one training entry point (the original suite's name); --auto_model picks the job, everything
+else (flags, loop, precision, accumulation, resume, logs, data parallelism) is shared.
+
+    bert       MLM + NSP pretraining on records (trainer/pretrain.py)
+    bert_glue  GLUE or CSV text classification (trainer/classification.py)
+"""
+
+from __future__ import annotations
+
+from mindtransformer.trainer.distributed import prepare_mindspore, world_from_env
+from mindtransformer.trainer.settings import check, parse_settings
+
+
+def main(argv=None, prog: str = "python -m mindtransformer.trainer.trainer") -> int:
+    settings = parse_settings(argv, prog=prog, description=__doc__.split("\n\n")[0])
+    world = world_from_env(settings)
+    check(settings, world.size)
+    if settings.auto_model == "bert_glue":
+        from mindtransformer.trainer.classification import classification_job as make_job
+    else:
+        from mindtransformer.trainer.pretrain import pretraining_job as make_job
+    job = make_job(settings, world)  # reads and checks the data before anything heavy
+    if settings.backend == "mindspore":
+        prepare_mindspore(world)  # before mindspore is imported
+    from mindtransformer.trainer.runner import train
+
+    return train(settings, world, job)
+
+
+if __name__ == "__main__":
+    from mindtransformer.utils.cli import run_main
+
+    raise SystemExit(run_main(main))

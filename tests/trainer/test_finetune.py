@@ -1,0 +1,204 @@
+"""GLUE fine-tuning end to end through the command lines, on the bundled real RTE data and the
+real MiniLM checkpoint: short runs on each backend lower the loss and evaluate all 277 dev
+examples exactly once, also on 2 ranks; the export loads in transformers; evaluation and
+prediction from the HF folder and the MindSpore checkpoint; records in; one-line errors."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mindtransformer.trainer.reporting import read_metrics
+from mindtransformer.utils.bundled import RESOURCES
+from tests.conftest import REPO_ROOT
+
+RTE = os.path.join(RESOURCES, "glue", "RTE")
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT)
+MPI = shutil.which("mpirun")
+# 64 real RTE pairs, 16 per step: 4 steps an epoch, 20 steps = 5 epochs (the loss must fall).
+SHORT = ["--auto_model=bert_glue", "--task_name=RTE", f"--data_dir={RTE}", "--max_train_examples=64",
+         "--global_batch_size=16", "--learning_rate=1e-4", "--train_steps=20", "--eval_steps=10",
+         "--save_checkpoint_steps=10", "--log_steps=5"]
+
+
+def run(module, *args, timeout=900):
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout, cwd=REPO_ROOT)
+
+
+def finetune(*args, timeout=900):
+    return run("mindtransformer.trainer.trainer", *args, timeout=timeout)
+
+
+def classify(*args):
+    return run("mindtransformer.tasks.text_classification", *args)
+
+
+def train_losses(run_dir) -> list:
+    return [r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
+
+
+def evaluations(run_dir) -> list:
+    return [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "eval_loss" in r]
+
+
+def assert_learned_and_evaluated_everything(run_dir):
+    losses = train_losses(run_dir)
+    assert len(losses) == 20 and np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.05, losses
+    evals = evaluations(run_dir)
+    assert [e["step"] for e in evals] == [10, 20] and all(e["eval_examples"] == 277 for e in evals)
+    assert all(0.0 <= e["accuracy"] <= 1.0 for e in evals)
+
+
+@pytest.fixture(scope="module")
+def torch_run(tmp_path_factory, minilm_path):
+    out = tmp_path_factory.mktemp("rte-torch")
+    done = finetune(*SHORT, f"--init_from={minilm_path}", f"--save_checkpoint_path={out}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def mindspore_run(tmp_path_factory, minilm_path):
+    out = tmp_path_factory.mktemp("rte-ms")
+    done = finetune(*SHORT, f"--init_from={minilm_path}", "--backend=mindspore", f"--save_checkpoint_path={out}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_torch_fine_tune_learns_evaluates_all_277_and_keeps_the_best(torch_run):
+    assert_learned_and_evaluated_everything(torch_run)
+    evals = evaluations(torch_run)
+    best = max(evals, key=lambda e: e["accuracy"])  # the first of equals stays best
+    kept = sorted(os.listdir(torch_run / "checkpoints"))
+    assert f"bert-step{best['step']:08d}" in kept
+    assert (torch_run / "loss_curve.png").stat().st_size > 0
+    manifest = json.loads((torch_run / "run_manifest.json").read_text())
+    assert manifest["train_examples"] == 64 and manifest["dev_examples"] == {"dev": 277}
+    assert manifest["main_metric"] == "accuracy"
+
+
+def test_the_export_loads_in_transformers_with_its_labels_and_the_same_logits(torch_run):
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from mindtransformer.pretrained import from_pretrained
+
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(torch_run / "final").eval()
+    assert hf.config.id2label == {0: "entailment", 1: "not_entailment"}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(torch_run / "final")
+    batch = tokenizer(["A man is playing a guitar.", "The cat sat."], ["Someone plays music.", "A dog ran."],
+                      padding=True, return_tensors="pt")
+    ours = from_pretrained(str(torch_run / "final"), task="sequence_classification")
+    with torch.no_grad():
+        expected = hf(**batch).logits.numpy()
+        got = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])["logits"].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_evaluation_entry_point_scores_every_dev_example_once(torch_run, tmp_path):
+    done = classify(f"--load_checkpoint_path={torch_run / 'final'}", "--task_name=rte", f"--data_dir={RTE}",
+                    f"--output_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert metrics["examples"] == 277
+    # The same weights and data as the trainer's last evaluation (fp32 both): the same accuracy.
+    assert metrics["accuracy"] == pytest.approx(evaluations(torch_run)[-1]["accuracy"])
+    rows = (tmp_path / "predictions_dev.tsv").read_text().splitlines()
+    assert rows[0] == "guid\tprediction\tlabel" and len(rows) == 278
+    assert len({r.split("\t")[0] for r in rows[1:]}) == 277
+
+
+def test_text_prediction_from_the_hf_folder_and_from_a_file(torch_run, tmp_path):
+    done = classify(f"--load_checkpoint_path={torch_run / 'final'}", "--text", "A man is playing a guitar.",
+                    "--text_b", "A man plays music.")
+    assert done.returncode == 0, done.stderr[-3000:]
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert answer["label"] in ("entailment", "not_entailment")
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    texts = tmp_path / "pairs.tsv"
+    texts.write_text("A man is playing a guitar.\tA man plays music.\nThe cat sat.\tA dog ran.\n", encoding="utf-8")
+    done = classify(f"--load_checkpoint_path={torch_run / 'final'}", f"--input_file={texts}", f"--output_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = (tmp_path / "predictions_pairs.tsv").read_text().splitlines()
+    assert len(lines) == 3 and lines[1].split("\t")[1] == answer["label"]
+
+
+def test_mindspore_fine_tune_learns_and_predicts_from_its_checkpoint(mindspore_run):
+    assert_learned_and_evaluated_everything(mindspore_run)
+    args = ["--text", "A man is playing a guitar.", "--text_b", "A man plays music."]
+    from_ckpt = classify(f"--load_checkpoint_path={mindspore_run / 'final' / 'bert.ckpt'}", "--backend=mindspore", *args)
+    assert from_ckpt.returncode == 0, from_ckpt.stderr[-3000:]
+    from_hf = classify(f"--load_checkpoint_path={mindspore_run / 'final'}", *args)  # the same weights, on torch
+    assert from_hf.returncode == 0, from_hf.stderr[-3000:]
+    a, b = (json.loads(d.stdout.strip().splitlines()[-1]) for d in (from_ckpt, from_hf))
+    assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+@pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
+def test_two_ranks_match_one_process_and_evaluate_each_example_once(tmp_path, minilm_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("localhost slots=2\n")
+    common = [*SHORT[1:], "--train_steps=6", "--eval_steps=3", "--dropout=0"]
+    two = subprocess.run(["bash", os.path.join(REPO_ROOT, "examples", "finetune", "run_classifier_distributed.sh"),
+                          "2", str(hostfile), "RTE", *common, "--precision=fp32",
+                          f"--save_checkpoint_path={tmp_path / 'dp'}"],
+                         capture_output=True, text=True, env={**ENV, "INIT_FROM": minilm_path}, timeout=900,
+                         cwd=REPO_ROOT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = finetune("--auto_model=bert_glue", *common, f"--init_from={minilm_path}", "--grad_accumulation_steps=2",
+                   f"--save_checkpoint_path={tmp_path / 'sp'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    np.testing.assert_allclose(train_losses(tmp_path / "dp"), train_losses(tmp_path / "sp"), rtol=0, atol=1e-5)
+    dp, sp = evaluations(tmp_path / "dp"), evaluations(tmp_path / "sp")
+    assert [e["eval_examples"] for e in dp] == [277, 277]
+    assert [e["accuracy"] for e in dp] == [e["accuracy"] for e in sp]
+    np.testing.assert_allclose([e["eval_loss"] for e in dp], [e["eval_loss"] for e in sp], atol=1e-5)
+
+
+def test_training_from_mindrecords_equals_training_from_the_tsv(tmp_path, minilm_path):
+    records = tmp_path / "records"
+    made = subprocess.run(["bash", os.path.join(REPO_ROOT, "examples", "generate_mindrecord", "generate_glue_mindrecord.sh"),
+                           "RTE", RTE, str(records), os.path.join(minilm_path, "vocab.txt")],
+                          capture_output=True, text=True, env=ENV, timeout=600, cwd=REPO_ROOT)
+    assert made.returncode == 0, made.stderr[-3000:]
+    assert "train.mindrecord: 2490 examples" in made.stdout and "dev.mindrecord: 277 examples" in made.stdout
+    common = [*SHORT, "--train_steps=4", "--eval_steps=4", "--dropout=0", f"--init_from={minilm_path}"]
+    from_tsv = finetune(*common, f"--save_checkpoint_path={tmp_path / 'tsv'}")
+    from_records = finetune(*common, "--dataset_format=mindrecord", f"--train_data_path={records / 'train.mindrecord'}",
+                            f"--eval_data_path={records / 'dev.mindrecord'}", f"--save_checkpoint_path={tmp_path / 'rec'}")
+    assert from_tsv.returncode == 0 and from_records.returncode == 0, from_records.stderr[-3000:]
+    assert train_losses(tmp_path / "tsv") == train_losses(tmp_path / "rec")
+    assert evaluations(tmp_path / "rec")[-1]["eval_examples"] == 277
+
+
+# ---- bad input: one line, exit 2, nothing trained ----------------------------------------------
+
+def _one_line_error(done, *fragments):
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "WARNING" not in line]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and "error:" in lines[0], done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_a_misspelled_task_and_a_damaged_row_are_one_line_errors(tmp_path, minilm_path):
+    _one_line_error(finetune(*SHORT, "--task_name=RTF", f"--init_from={minilm_path}",
+                             f"--save_checkpoint_path={tmp_path / 'a'}"), "--task_name=RTF", "did you mean 'rte'")
+    assert not (tmp_path / "a" / "metrics.jsonl").exists()
+    data = tmp_path / "RTE"
+    data.mkdir()
+    shutil.copy(os.path.join(RTE, "dev.tsv"), data / "dev.tsv")
+    lines = open(os.path.join(RTE, "train.tsv"), encoding="utf-8").read().splitlines()
+    lines[41] = "\t".join(lines[41].split("\t")[:2])  # row of line 42 loses two fields
+    (data / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _one_line_error(finetune(*SHORT[:2], f"--data_dir={data}", *SHORT[3:], f"--init_from={minilm_path}",
+                             f"--save_checkpoint_path={tmp_path / 'b'}"), "train.tsv:42", "2 fields")
+    _one_line_error(classify(f"--load_checkpoint_path={minilm_path}", "--task_name=rte", f"--data_dir={RTE}"),
+                    "no classifier weights")
+    _one_line_error(finetune(*SHORT, "--num_labels=3", f"--init_from={minilm_path}",
+                             f"--save_checkpoint_path={tmp_path / 'c'}"), "--num_labels=3", "RTE has 2")
