@@ -202,3 +202,31 @@ def test_a_misspelled_task_and_a_damaged_row_are_one_line_errors(tmp_path, minil
                     "no classifier weights")
     _one_line_error(finetune(*SHORT, "--num_labels=3", f"--init_from={minilm_path}",
                              f"--save_checkpoint_path={tmp_path / 'c'}"), "--num_labels=3", "RTE has 2")
+
+
+def test_init_from_a_converted_checkpoint_equals_init_from_the_hf_folder(tmp_path, minilm_path):
+    from mindtransformer import convert
+
+    ckpt = tmp_path / "ms" / "minilm.ckpt"
+    ckpt.parent.mkdir()
+    convert.main(["--torch_path", minilm_path, "--mindspore_path", str(ckpt)])  # config.json lands beside it
+    common = [*SHORT, "--train_steps=3", "--eval_steps=3", "--dropout=0"]
+    from_hf = finetune(*common, f"--init_from={minilm_path}", f"--save_checkpoint_path={tmp_path / 'hf'}")
+    without_vocab = finetune(*common, f"--init_from={ckpt}", f"--save_checkpoint_path={tmp_path / 'x'}")
+    _one_line_error(without_vocab, "--vocab_file_path")
+    from_ckpt = finetune(*common, f"--init_from={ckpt}", f"--vocab_file_path={os.path.join(minilm_path, 'vocab.txt')}",
+                         f"--save_checkpoint_path={tmp_path / 'ckpt'}")
+    assert from_hf.returncode == 0 and from_ckpt.returncode == 0, from_ckpt.stderr[-3000:]
+    assert train_losses(tmp_path / "hf") == train_losses(tmp_path / "ckpt")
+
+
+def test_a_resumed_fine_tune_continues_with_the_same_losses(tmp_path, minilm_path):
+    common = [*SHORT, "--train_steps=6", "--eval_steps=3", "--save_checkpoint_steps=3", f"--init_from={minilm_path}"]
+    full = finetune(*common, f"--save_checkpoint_path={tmp_path / 'full'}")
+    assert full.returncode == 0, full.stderr[-3000:]
+    # Resuming from the full run's step-3 checkpoint (weights, optimizer, RNG, data position, schedule).
+    resumed = finetune(*common, f"--save_checkpoint_path={tmp_path / 'full-resumed'}",
+                       f"--load_checkpoint_path={tmp_path / 'full' / 'checkpoints' / 'bert-step00000003'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert train_losses(tmp_path / "full-resumed") == train_losses(tmp_path / "full")[3:]
+    assert evaluations(tmp_path / "full-resumed")[-1]["accuracy"] == evaluations(tmp_path / "full")[-1]["accuracy"]
