@@ -145,6 +145,12 @@ class BertTokenizer:
         return ([np.asarray(e.ids, dtype=np.int32) for e in encodings],
                 [np.asarray(e.type_ids, dtype=np.int8) for e in encodings])
 
+    def encode_words(self, words: Sequence[str]):
+        """The `tokenizers` Encoding of pre-split words, no specials: `.ids`, `.tokens` and
+        `.word_ids` (the word each token came from; BERT's punctuation split still applies within words)."""
+        self._configure(None, None, pad=False)
+        return self._tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False)
+
     def tokenize(self, text: str) -> list:
         """WordPiece tokens of one text, without special tokens."""
         self._configure(None, None)
