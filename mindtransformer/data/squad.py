@@ -34,8 +34,10 @@ _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6d
 class Example:
     qas_id: str
     question: str
+    context: str
     doc_words: List[str]              # the paragraph's words
     word_of_char: List[int]           # paragraph character -> word index
+    word_spans: List[tuple]           # word -> (first, last) character in the paragraph
     answers: List[dict]               # gold answers as in the file ({"text", "answer_start"})
     start_word: int = -1              # training answer span in words (-1: none usable)
     end_word: int = -1
@@ -50,23 +52,24 @@ class Examples:
 
 
 def split_words(context: str) -> tuple:
-    """(words, word index of each character): whitespace separates words, a CJK character is one."""
-    words, word_of_char, new_word = [], [], True
-    for ch in context:
+    """(words, word index of each character, (first, last) character of each word): whitespace
+    separates words (a space belongs to the word before it, as in google's char_to_word_offset),
+    a CJK character is a word of its own."""
+    words, word_of_char, spans, new_word = [], [], [], True
+    for position, ch in enumerate(context):
         if ch.isspace() or ord(ch) == 0x202F:
             new_word = True
             word_of_char.append(len(words) - 1)
             continue
-        if _CJK.match(ch):
+        if _CJK.match(ch) or new_word:
             words.append(ch)
-            new_word = True
-        elif new_word:
-            words.append(ch)
-            new_word = False
+            spans.append([position, position])
+            new_word = bool(_CJK.match(ch))
         else:
             words[-1] += ch
+            spans[-1][1] = position
         word_of_char.append(len(words) - 1)
-    return words, word_of_char
+    return words, word_of_char, [tuple(span) for span in spans]
 
 
 def read_examples(path: str, is_training: bool, version_2_with_negative: bool = False) -> Examples:
@@ -81,9 +84,9 @@ def read_examples(path: str, is_training: bool, version_2_with_negative: bool = 
     for article in data:
         for paragraph in article["paragraphs"]:
             context = paragraph["context"]
-            words, word_of_char = split_words(context)
+            words, word_of_char, spans = split_words(context)
             for qa in paragraph["qas"]:
-                example = Example(str(qa["id"]), qa["question"], words, word_of_char, qa.get("answers", []),
+                example = Example(str(qa["id"]), qa["question"], context, words, word_of_char, spans, qa.get("answers", []),
                                   is_impossible=bool(qa.get("is_impossible", False)) and version_2_with_negative)
                 if is_training and not example.is_impossible:
                     if not _place_answer(example, context):

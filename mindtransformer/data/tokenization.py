@@ -151,6 +151,12 @@ class BertTokenizer:
         self._configure(None, None, pad=False)
         return self._tokenizer.encode(list(words), is_pretokenized=True, add_special_tokens=False)
 
+    def basic_tokenize(self, text: str) -> list:
+        """google's BasicTokenizer: clean, lower-case and strip accents (per the checkpoint), split
+        CJK characters, whitespace and punctuation; no WordPiece."""
+        normalized = self._tokenizer.normalizer.normalize_str(text)
+        return [piece for piece, _ in self._tokenizer.pre_tokenizer.pre_tokenize_str(normalized)]
+
     def tokenize(self, text: str) -> list:
         """WordPiece tokens of one text, without special tokens."""
         self._configure(None, None)

@@ -28,8 +28,10 @@ def test_every_dev_question_is_read_and_chinese_offsets_are_checked(dev):
     cmrc = squad.read_examples(shared_file("cmrc2018", "cmrc2018_trial.json"), is_training=True)
     # The trial set's five questions on one paragraph whose answer_start does not point at the answer.
     assert len(cmrc.examples) == 997 and cmrc.skipped == [f"TRIAL_210_QUERY_{i}" for i in range(5)]
-    words, _ = squad.split_words("《红楼梦》作者 Cao Xueqin 生于1715年")
+    text = "《红楼梦》作者 Cao Xueqin 生于1715年"
+    words, word_of_char, spans = squad.split_words(text)
     assert words[:3] == ["《", "红", "楼"] and "Cao" in words and "1715" in words
+    assert [text[a:b + 1] for a, b in spans] == words and word_of_char[text.index("Xueqin")] == words.index("Xueqin")
     evaluated = squad.read_examples(shared_file("cmrc2018", "cmrc2018_trial.json"), is_training=False)
     assert len(evaluated.examples) == 1002  # every question is still evaluated
 
@@ -84,3 +86,42 @@ def test_training_spans_hold_the_answer(dev, tokenizer):
         assert f.segment_ids[f.start_position] == 1 and f.start_position <= f.end_position
     # The rest are answers inside a word ("gold" in "golden", "5" in "50"): google's span is the word.
     assert exact / len(spans) > 0.99
+
+
+def test_final_text_keeps_the_paragraphs_case_and_punctuation(tokenizer):
+    from mindtransformer.data.squad_answers import final_text
+
+    assert final_text("steve smith", "Steve Smith's", tokenizer) == "Steve Smith"
+    assert final_text("beyonce", "Beyoncé,", tokenizer) == "Beyoncé"
+    assert final_text("1715", "(1715–1763)", tokenizer) == "1715"
+    assert final_text("not there", "Denver Broncos", tokenizer) == "Denver Broncos"
+
+
+def test_oracle_logits_give_the_gold_answers_through_post_processing(dev, tokenizer):
+    """Logits peaked at each feature's gold span: the post-processing must recover the answers
+    (exact match only misses answers that are part of a word, such as "gold" in "golden")."""
+    from mindtransformer.data import squad_answers, squad_metrics
+
+    examples = dev.examples[:1500]
+    features = squad.featurize(tokenizer, examples, 384, 128, is_training=True)
+    starts, ends = [], []
+    for f in features:
+        s, e = np.zeros(len(f.input_ids)), np.zeros(len(f.input_ids))
+        s[f.start_position] += 10.0
+        e[f.end_position] += 10.0
+        starts.append(s)
+        ends.append(e)
+    predictions, nbest, _ = squad_answers.answers(examples, features, starts, ends, tokenizer)
+    assert set(predictions) == {e.qas_id for e in examples}
+    assert all(len(v) <= 20 and abs(sum(n["probability"] for n in v) - 1) < 1e-6 for v in nbest.values())
+    asked = {e.qas_id for e in examples}
+    data = [{"paragraphs": [{"qas": [q for q in squad_metrics.questions(json_data()) if q["id"] in asked]}]}]
+    scores = squad_metrics.evaluate_v1(data, predictions)
+    assert scores["total"] == 1500 and scores["exact_match"] > 97 and scores["f1"] > 98.5
+
+
+def json_data():
+    import json
+
+    with open(shared_file("squad_v1.1", "dev-v1.1.json"), encoding="utf-8") as f:
+        return json.load(f)["data"]
