@@ -65,7 +65,7 @@ class TrainSettings:
     vocab_file_path: str = _field("", "vocab.txt of the tokenizer (default: the --init_from folder's)")
     eval_batch_size: int = _field(64, "examples per evaluation batch on each rank")
     group_by_length: bool = _field(True, "bert_glue: batch examples of similar length (less padding)")
-    pad_to_multiple_of: int = _field(0, "bert_glue: pad each batch to a multiple of this (0: 1 on torch, 32 on "
+    pad_to_multiple_of: int = _field(0, "bert_glue: pad each batch to a multiple of this (0: 1 on torch, 64 on "
                                      "MindSpore, whose compiled graph is built once per shape)")
     pad_to_max_length: bool = _field(False, "bert_glue: pad every batch to --seq_length (slower; for comparisons)")
     # -- ours

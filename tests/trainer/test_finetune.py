@@ -140,10 +140,11 @@ def test_mindspore_fine_tune_learns_and_predicts_from_its_checkpoint(mindspore_r
 
 
 @pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
-def test_two_ranks_match_one_process_and_evaluate_each_example_once(tmp_path, minilm_path):
+@pytest.mark.parametrize("backend", ["torch", pytest.param("mindspore", marks=pytest.mark.slow)])
+def test_two_ranks_match_one_process_and_evaluate_each_example_once(tmp_path, minilm_path, backend):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=2\n")
-    common = [*SHORT[1:], "--train_steps=6", "--eval_steps=3", "--dropout=0"]
+    common = [*SHORT[1:], "--train_steps=6", "--eval_steps=3", "--dropout=0", f"--backend={backend}"]
     two = subprocess.run(["bash", os.path.join(REPO_ROOT, "examples", "finetune", "run_classifier_distributed.sh"),
                           "2", str(hostfile), "RTE", *common, "--precision=fp32",
                           f"--save_checkpoint_path={tmp_path / 'dp'}"],
@@ -160,6 +161,7 @@ def test_two_ranks_match_one_process_and_evaluate_each_example_once(tmp_path, mi
     np.testing.assert_allclose([e["eval_loss"] for e in dp], [e["eval_loss"] for e in sp], atol=1e-5)
 
 
+@pytest.mark.slow  # ~1 min; run with -m slow
 def test_training_from_mindrecords_equals_training_from_the_tsv(tmp_path, minilm_path):
     records = tmp_path / "records"
     made = subprocess.run(["bash", os.path.join(REPO_ROOT, "examples", "generate_mindrecord", "generate_glue_mindrecord.sh"),
@@ -204,6 +206,7 @@ def test_a_misspelled_task_and_a_damaged_row_are_one_line_errors(tmp_path, minil
                              f"--save_checkpoint_path={tmp_path / 'c'}"), "--num_labels=3", "RTE has 2")
 
 
+@pytest.mark.slow  # ~1 min; run with -m slow
 def test_init_from_a_converted_checkpoint_equals_init_from_the_hf_folder(tmp_path, minilm_path):
     from mindtransformer import convert
 
@@ -220,6 +223,7 @@ def test_init_from_a_converted_checkpoint_equals_init_from_the_hf_folder(tmp_pat
     assert train_losses(tmp_path / "hf") == train_losses(tmp_path / "ckpt")
 
 
+@pytest.mark.slow  # ~1 min; run with -m slow
 def test_a_resumed_fine_tune_continues_with_the_same_losses(tmp_path, minilm_path):
     common = [*SHORT, "--train_steps=6", "--eval_steps=3", "--save_checkpoint_steps=3", f"--init_from={minilm_path}"]
     full = finetune(*common, f"--save_checkpoint_path={tmp_path / 'full'}")
@@ -230,3 +234,23 @@ def test_a_resumed_fine_tune_continues_with_the_same_losses(tmp_path, minilm_pat
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert train_losses(tmp_path / "full-resumed") == train_losses(tmp_path / "full")[3:]
     assert evaluations(tmp_path / "full-resumed")[-1]["accuracy"] == evaluations(tmp_path / "full")[-1]["accuracy"]
+
+
+def test_a_csv_task_holds_out_a_seeded_dev_split_and_trains(tmp_path, minilm_path):
+    from tests.conftest import shared_file
+
+    source = shared_file("chinese_sentiment", "waimai_10k", "waimai_10k.csv")
+    lines = open(source, encoding="utf-8").read().splitlines()
+    sample = tmp_path / "reviews.csv"
+    sample.write_text("\n".join(lines[:1] + lines[1:101] + lines[-100:]) + "\n", encoding="utf-8")  # both labels
+    common = ["--auto_model=bert_glue", "--task_name=csv", f"--train_data_path={sample}", "--text_column=review",
+              "--global_batch_size=16", "--train_steps=4", f"--init_from={minilm_path}", "--dev_fraction=0.2"]
+    done = finetune(*common, f"--save_checkpoint_path={tmp_path / 'a'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "40 of 200 examples held out" in done.stdout
+    final = evaluations(tmp_path / "a")[-1]
+    assert final["eval_examples"] == 40 and {"accuracy", "f1_weighted", "precision_weighted"} <= set(final)
+    manifest = json.loads((tmp_path / "a" / "run_manifest.json").read_text())
+    assert manifest["labels"] == ["0", "1"] and manifest["train_examples"] == 160
+    config = json.loads((tmp_path / "a" / "final" / "config.json").read_text())
+    assert config["id2label"] == {"0": "0", "1": "1"}
