@@ -53,8 +53,9 @@ def questions(dataset: Iterable[dict]) -> Iterable[dict]:
             yield from paragraph["qas"]
 
 
-def evaluate_v1(dataset: List[dict], predictions: Dict[str, str]) -> dict:
-    """{"exact_match", "f1"} (x100) over every question, plus "total" and "missing" (ids without a prediction)."""
+def _max_over_golds(dataset: List[dict], predictions: Dict[str, str], exact, overlap) -> tuple:
+    """(mean exact x100, mean overlap x100, questions, ids without a prediction): each question
+    scores the maximum over its gold answers, a missing prediction scores 0."""
     total, em, f1_sum, missing = 0, 0.0, 0.0, []
     for qa in questions(dataset):
         total += 1
@@ -63,10 +64,15 @@ def evaluate_v1(dataset: List[dict], predictions: Dict[str, str]) -> dict:
             continue
         golds = [answer["text"] for answer in qa["answers"]]
         prediction = predictions[qa["id"]]
-        em += max(exact_match(prediction, gold) for gold in golds)
-        f1_sum += max(f1(prediction, gold) for gold in golds)
-    return {"exact_match": 100.0 * em / total, "f1": 100.0 * f1_sum / total, "total": total,
-            "missing": missing}
+        em += max(exact(prediction, gold) for gold in golds)
+        f1_sum += max(overlap(prediction, gold) for gold in golds)
+    return 100.0 * em / total, 100.0 * f1_sum / total, total, missing
+
+
+def evaluate_v1(dataset: List[dict], predictions: Dict[str, str]) -> dict:
+    """{"exact_match", "f1"} (x100) over every question, plus "total" and "missing" (ids without a prediction)."""
+    em, f1_value, total, missing = _max_over_golds(dataset, predictions, exact_match, f1)
+    return {"exact_match": em, "f1": f1_value, "total": total, "missing": missing}
 
 
 def evaluate_v2(dataset: List[dict], predictions: Dict[str, str]) -> dict:
@@ -151,15 +157,5 @@ def cmrc_exact(prediction: str, gold: str) -> float:
 
 def evaluate_cmrc(dataset: List[dict], predictions: Dict[str, str]) -> dict:
     """{"exact_match", "f1", "average"} (x100) as cmrc2018_evaluate.py reports them."""
-    total, em, f1_sum, missing = 0, 0.0, 0.0, []
-    for qa in questions(dataset):
-        total += 1
-        if qa["id"] not in predictions:
-            missing.append(qa["id"])
-            continue
-        golds = [a["text"] for a in qa["answers"]]
-        prediction = predictions[qa["id"]]
-        em += max(cmrc_exact(prediction, g) for g in golds)
-        f1_sum += max(cmrc_f1(prediction, g) for g in golds)
-    em, f1_value = 100.0 * em / total, 100.0 * f1_sum / total
+    em, f1_value, total, missing = _max_over_golds(dataset, predictions, cmrc_exact, cmrc_f1)
     return {"exact_match": em, "f1": f1_value, "average": (em + f1_value) / 2, "total": total, "missing": missing}
