@@ -55,8 +55,7 @@ def main(argv=None) -> int:
                                             if os.path.isfile(os.path.join(args.input_dir, n))]
     else:
         task = glue.get_task(args.task_name)
-        splits = [("train", os.path.join(args.input_dir, "train.tsv"))] + \
-                 [(os.path.splitext(n)[0], os.path.join(args.input_dir, n)) for n in task.dev_files]
+        splits = [("train", os.path.join(args.input_dir, "train.tsv"))] + glue.dev_sets(task, args.input_dir)
     examples = {name: glue.read_examples(task, path) for name, path in splits}  # every file checked first
     for name, path in splits:
         features = classification.featurize(tokenizer, task, examples[name], args.max_seq_length)

@@ -99,6 +99,11 @@ def csv_task(path: str, text_column: str, label_column: str, text_b_column: str 
     return dataclasses.replace(probe, labels=tuple(ordered), metrics=WEIGHTED_METRICS, dev_files=())
 
 
+def dev_sets(task: Task, data_dir: str) -> List[Tuple[str, str]]:
+    """[(set name, path)] of the task's dev files in data_dir: ("dev", .../dev.tsv); MNLI's two."""
+    return [(os.path.splitext(name)[0], os.path.join(data_dir, name)) for name in task.dev_files]
+
+
 def split_examples(examples: Sequence[Example], dev_fraction: float, seed: int) -> tuple:
     """(train, dev): a seeded random `dev_fraction` of the examples held out, for files without a dev split."""
     order = np.random.default_rng(seed).permutation(len(examples))

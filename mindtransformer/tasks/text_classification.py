@@ -149,7 +149,7 @@ def evaluate(args, tokenizer, infer, regression: bool, names: list, output_dir: 
         if not args.data_dir:
             raise UserInputError(f"--task_name={args.task_name} needs --data_dir, the directory of its GLUE files")
         task = glue.get_task(args.task_name)
-        files = [(os.path.splitext(n)[0], os.path.join(args.data_dir, n)) for n in task.dev_files]
+        files = glue.dev_sets(task, args.data_dir)
     if task.is_regression != regression or (not regression and task.num_labels != len(names)):
         raise UserInputError(f"{args.load_checkpoint_path}: a classifier of {len(names)} labels ({', '.join(names)}) "
                              f"cannot be scored on {task.name.upper()} ({task.num_labels}); pass its own checkpoint")

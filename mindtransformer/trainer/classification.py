@@ -54,8 +54,7 @@ def dev_examples(settings, task: glue.Task, train: list, train_path: str) -> Tup
     seeded --dev_fraction of the training file (CSV tasks without a dev file)."""
     s = settings
     if task.name != glue.GENERIC:
-        return train, [(os.path.splitext(name)[0], glue.read_examples(task, os.path.join(s.data_dir, name)))
-                       for name in task.dev_files]
+        return train, [(name, glue.read_examples(task, path)) for name, path in glue.dev_sets(task, s.data_dir)]
     if s.eval_data_path:
         return train, [("dev", glue.read_examples(task, s.eval_data_path))]
     kept, held = glue.split_examples(train, s.dev_fraction, s.seed)

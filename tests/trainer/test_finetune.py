@@ -254,3 +254,23 @@ def test_a_csv_task_holds_out_a_seeded_dev_split_and_trains(tmp_path, minilm_pat
     assert manifest["labels"] == ["0", "1"] and manifest["train_examples"] == 160
     config = json.loads((tmp_path / "a" / "final" / "config.json").read_text())
     assert config["id2label"] == {"0": "0", "1": "1"}
+
+
+def test_bad_input_to_the_evaluation_and_record_tools_is_one_line_and_writes_nothing(tmp_path, torch_run):
+    _one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", "--txet=hello"), "--txet", "--text")
+    _one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", f"--input_file={tmp_path / 'none.txt'}"),
+                    "none.txt", "no such file")
+    ragged = tmp_path / "ragged.tsv"
+    ragged.write_text("a\tb\nc\n", encoding="utf-8")
+    _one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", f"--input_file={ragged}"), "ragged.tsv:2")
+    # train.tsv but no dev.tsv: every file is read before anything is written, so nothing is left.
+    data = tmp_path / "RTE"
+    data.mkdir()
+    shutil.copy(os.path.join(RTE, "train.tsv"), data / "train.tsv")
+    out = tmp_path / "records"
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "examples", "generate_mindrecord",
+                                                        "generate_glue_mindrecord.py"), "--task_name=RTE",
+                           f"--vocab_path={torch_run / 'final'}", f"--input_dir={data}", f"--output_dir={out}",
+                           "--output_format=tfrecord"], capture_output=True, text=True, env=ENV, cwd=REPO_ROOT)
+    _one_line_error(done, "dev.tsv", "no such file")
+    assert not out.exists() or not any(out.iterdir())
