@@ -1,16 +1,8 @@
 """Sentence(-pair) classification features and batches: tokenized once, padded per batch.
 
-Examples -> `Features` (each example's token ids, unpadded, and its label) -> batches.
+Examples -> `Features` (each example's token ids, unpadded, and its label) -> batches
+(data/batches.py: length-grouped training batches, evaluation shards, padding per batch).
 
-- Training (`TrainBatches`): per epoch a seeded permutation; with `group_by_length` it is cut
-  into mega-batches of 50 batches, each sorted by length and cut into batches whose order is
-  then shuffled (HF's `group_by_length`, so a batch holds examples of similar length and pads
-  little). A batch is padded to its longest example, rounded up to `pad_multiple` (MindSpore's
-  compiled graph is built once per shape, so it gets few shapes). As in pretraining, batch m of
-  the epoch goes to data-parallel rank m % W and only whole groups of W batches are dealt: W
-  ranks see the batches one process with W times the accumulation sees.
-- Evaluation (`eval_batches`): example i goes to rank i % W, every example exactly once
-  (no dropped last batch), in batches sorted by length; the caller gathers by index.
 - Records (`write_records` / `read_records`): the MindSpore BERT zoo's classifier schema
   (`input_ids`, `input_mask`, `segment_ids` of length T, `label_ids`), padded to T in the file
   and trimmed again on reading, in TFRecord or MindRecord (data/records.py).
@@ -21,16 +13,14 @@ Shape legend: N examples, B batch, T the batch's padded length (<= max_seq_lengt
 from __future__ import annotations
 
 import dataclasses
-import os
-from typing import Iterator, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 
 from mindtransformer.data import records
+from mindtransformer.data.batches import lengths_of, pad_batch
 from mindtransformer.data.glue import Example, Task, label_ids
 from mindtransformer.errors import UserInputError
-
-MEGA_BATCH = 50  # batches per length-sorted group (HF's LengthGroupedSampler uses 50)
 
 
 @dataclasses.dataclass
@@ -50,7 +40,13 @@ class Features:
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+        return lengths_of(self.input_ids)
+
+    def targets(self, indices: np.ndarray) -> dict:
+        """{"labels": (B,)}, or {} when none of them is labelled (-1 / nan: texts to predict)."""
+        labels = self.labels[indices]
+        unlabelled = np.isnan(labels) if labels.dtype == np.float32 else labels == -1
+        return {} if np.all(unlabelled) else {"labels": labels}
 
 
 def featurize(tokenizer, task: Task, examples: Sequence[Example], max_seq_length: int) -> Features:
@@ -63,69 +59,6 @@ def featurize(tokenizer, task: Task, examples: Sequence[Example], max_seq_length
         labels = np.full(len(examples), np.nan if task.is_regression else -1,
                          dtype=np.float32 if task.is_regression else np.int64)
     return Features(ids, segments, labels)
-
-
-def pad_batch(features: Features, indices: Sequence[int], pad_multiple: int = 1, pad_to: int = 0) -> dict:
-    """The model's inputs for `indices`: input_ids, attention_mask, token_type_ids (B, T) int64 and
-    labels (B,); T is the longest example rounded up to pad_multiple, or `pad_to` when given."""
-    longest = max(len(features.input_ids[i]) for i in indices)
-    length = pad_to or -(-longest // pad_multiple) * pad_multiple
-    ids = np.zeros((len(indices), length), dtype=np.int64)
-    types = np.zeros_like(ids)
-    mask = np.zeros_like(ids)
-    for row, i in enumerate(indices):
-        n = len(features.input_ids[i])
-        ids[row, :n], types[row, :n], mask[row, :n] = features.input_ids[i], features.segment_ids[i], 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
-            "labels": features.labels[np.asarray(indices)]}
-
-
-class TrainBatches:
-    """This rank's training batches of an epoch, from a position (see the module docstring)."""
-
-    def __init__(self, features: Features, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True, group_by_length: bool = True, pad_multiple: int = 1, pad_to: int = 0):
-        self.features, self.batch_size, self.seed = features, batch_size, seed
-        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
-        self.group_by_length, self.pad_multiple, self.pad_to = group_by_length, pad_multiple, pad_to
-        self.lengths = features.lengths
-
-    @property
-    def batches_per_epoch(self) -> int:
-        """Batches each rank takes per epoch (the same on every rank)."""
-        return -(-len(self.features) // self.batch_size) // self.world_size
-
-    def epoch_batches(self, epoch: int) -> List[np.ndarray]:
-        """Every batch of the epoch (all ranks), as index arrays."""
-        n, size = len(self.features), self.batch_size
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(n) if self.shuffle else np.arange(n)
-        if not self.group_by_length:
-            return [order[i:i + size] for i in range(0, n, size)]
-        batches = []
-        for start in range(0, n, MEGA_BATCH * size):
-            mega = order[start:start + MEGA_BATCH * size]
-            mega = mega[np.argsort(-self.lengths[mega], kind="stable")]  # longest first
-            batches += [mega[i:i + size] for i in range(0, len(mega), size)]
-        if self.shuffle:  # mix long and short batches over the epoch
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
-
-    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
-        mine = self.epoch_batches(epoch)[self.rank::self.world_size][:self.batches_per_epoch]
-        for indices in mine[skip:]:
-            yield pad_batch(self.features, indices, self.pad_multiple, self.pad_to)
-
-
-def eval_batches(features: Features, batch_size: int, rank: int = 0, world_size: int = 1,
-                 pad_multiple: int = 1, pad_to: int = 0) -> Iterator[tuple]:
-    """(indices (B,), batch) over this rank's examples i % world_size == rank, every one once,
-    shortest first."""
-    mine = np.arange(rank, len(features), world_size)
-    mine = mine[np.argsort(features.lengths[mine], kind="stable")]
-    for start in range(0, len(mine), batch_size):
-        indices = mine[start:start + batch_size]
-        yield indices, pad_batch(features, indices, pad_multiple, pad_to)
 
 
 # ---- records: the MindSpore BERT zoo's classifier schema ---------------------------------------
@@ -141,16 +74,8 @@ def write_records(features: Features, path: str, output_format: str, max_seq_len
     lengths = record_lengths(max_seq_length, features.labels.dtype == np.float32)
     arrays = pad_batch(features, range(len(features)), pad_to=max_seq_length)
     arrays = {"input_ids": arrays["input_ids"], "input_mask": arrays["attention_mask"],
-              "segment_ids": arrays["token_type_ids"], "label_ids": arrays["labels"].reshape(-1, 1)}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    writer = records.open_writer(output_format, path, lengths)
-    try:
-        writer.write(arrays, range(len(features)))
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
-    records.write_manifest(path, output_format, len(features), lengths, extra)
+              "segment_ids": arrays["token_type_ids"], "label_ids": features.labels.reshape(-1, 1)}
+    records.write_file(path, output_format, arrays, lengths, extra)
 
 
 def read_records(files: Sequence[str], regression: bool) -> Features:

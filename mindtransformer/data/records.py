@@ -177,6 +177,21 @@ def open_writer(output_format: str, path: str, lengths: dict):
     raise UserInputError(f"--output_format={output_format}: use one of {', '.join(FORMATS)}")
 
 
+def write_file(path: str, output_format: str, arrays: dict, lengths: dict, extra: dict) -> None:
+    """Every row of `arrays` (name -> (N, length)) into one record file, then its manifest; an
+    error leaves neither behind."""
+    count = len(next(iter(arrays.values())))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    writer = open_writer(output_format, path, lengths)
+    try:
+        writer.write(arrays, range(count))
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
+    write_manifest(path, output_format, count, lengths, extra)
+
+
 def write_manifest(path: str, output_format: str, count: int, lengths: dict, extra: dict) -> None:
     manifest = {"format": output_format, "file": os.path.basename(path), "count": count,
                 "schema": {name: {"dtype": dtype, "shape": [length]} for name, (dtype, length) in lengths.items()},

@@ -25,6 +25,7 @@ import numpy as np
 
 from mindtransformer.data import classification, glue
 from mindtransformer.errors import UserInputError
+from mindtransformer.tasks.checkpoint import load_fine_tuned, select_device, tokenizer_for
 from mindtransformer.utils.cli import StrictParser, run_main
 from mindtransformer.utils.files import atomic_write_text
 
@@ -51,24 +52,6 @@ def build_parser() -> StrictParser:
     return p
 
 
-def load_classifier(path: str, backend: str):
-    """A sequence classifier with every weight from the checkpoint (a missing head is an error)."""
-    from mindtransformer.models.bert import BertConfig
-    from mindtransformer.pretrained import from_pretrained
-    from mindtransformer.trainer.checkpoints import STATE_FILE
-
-    config = None
-    state_file = os.path.join(path, STATE_FILE)
-    if os.path.isfile(state_file):  # a trainer checkpoint: its config is in trainer_state.json
-        with open(state_file, encoding="utf-8") as f:
-            config = BertConfig.from_dict(json.load(f)["config"], source=state_file)
-    model = from_pretrained(path, task="sequence_classification", backend=backend, config=config)
-    if model.load_report.initialized:
-        raise UserInputError(f"{path}: no classifier weights ({', '.join(model.load_report.initialized)}); "
-                             "pass a fine-tuned checkpoint (the trainer's final/ folder)")
-    return model
-
-
 def label_names(config) -> list:
     if config.id2label:
         return [config.id2label[i] for i in range(config.num_labels)]
@@ -79,22 +62,14 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if bool(args.task_name) + bool(args.text) + bool(args.input_file) != 1:
         raise UserInputError("pass one of --task_name (evaluate), --text or --input_file (predict)")
-    from mindtransformer.data.tokenization import load_tokenizer
-    from mindtransformer.trainer.classification import predict_all
-
-    backend_name = args.backend
-    if backend_name == "mindspore" and args.device_target != "CPU":
-        import mindspore as ms
-
-        ms.set_device(args.device_target)
-    model = load_classifier(args.load_checkpoint_path, backend_name)
     from mindtransformer.backends import get_backend
+    from mindtransformer.trainer.prediction import predict_all
 
-    backend = get_backend(backend_name)
+    select_device(args.backend, args.device_target)
+    model = load_fine_tuned(args.load_checkpoint_path, "sequence_classification", args.backend, what="classifier")
+    backend = get_backend(args.backend)
     folder = model.pretrained_path
-    if not args.vocab_file_path and not os.path.isfile(os.path.join(folder, "vocab.txt")):
-        raise UserInputError(f"{folder}: no vocab.txt beside the weights; pass --vocab_file_path")
-    tokenizer = load_tokenizer(args.vocab_file_path or folder)
+    tokenizer = tokenizer_for(model, args.vocab_file_path)
     regression = model.regression
     names = label_names(model.config)
 
@@ -102,7 +77,7 @@ def main(argv=None) -> int:
         return None, backend.infer(model, batch)["logits"]
 
     def infer(features):
-        logits, _ = predict_all(run_batch, features, args.batch_size, 0, 1, None)
+        logits, _ = predict_all(run_batch, features, args.batch_size)
         return logits
 
     output_dir = args.output_dir or folder

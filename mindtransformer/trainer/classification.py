@@ -16,16 +16,18 @@ Shape legend: N examples, B batch, T padded length, L labels.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, List, Tuple
+from typing import Iterable, List, Tuple
 
 import numpy as np
 
 from mindtransformer.data import classification, glue
+from mindtransformer.data.batches import TrainBatches
 from mindtransformer.data.loaders import record_files
-from mindtransformer.errors import CollectiveError, UserInputError
+from mindtransformer.errors import UserInputError
 from mindtransformer.trainer.loop import Best
+from mindtransformer.trainer.prediction import predict_all
 from mindtransformer.trainer.runner import Job, micro_batch_size, model_config
-from mindtransformer.trainer.settings import METRIC_OF_METHOD
+from mindtransformer.trainer.settings import METRIC_OF_METHOD, reads_records
 
 
 def load_tokenizer_for(settings):
@@ -43,8 +45,8 @@ def load_tokenizer_for(settings):
 def resolve_task(settings) -> glue.Task:
     s = settings
     if s.task_name.lower() == glue.GENERIC:
-        if s.dataset_format != "tsv":
-            raise UserInputError("--task_name=csv reads the CSV/TSV file itself; use --dataset_format=tsv")
+        if reads_records(s):
+            raise UserInputError("--task_name=csv reads the CSV/TSV file itself; leave --dataset_format empty")
         return glue.csv_task(s.train_data_path, s.text_column, s.label_column, s.text_b_column)
     return glue.get_task(s.task_name)
 
@@ -66,7 +68,7 @@ def dev_examples(settings, task: glue.Task, train: list, train_path: str) -> Tup
 def read_features(settings, task: glue.Task, tokenizer) -> Tuple[classification.Features, list]:
     """(training features, [(dev set name, features)]) from the task files or from records."""
     s = settings
-    if s.dataset_format != "tsv":
+    if reads_records(s):
         train = classification.read_records(record_files(s.train_data_path), task.is_regression)
         devs = [("dev", classification.read_records(record_files(s.eval_data_path), task.is_regression))]
         return train.head(s.max_train_examples), devs
@@ -92,35 +94,6 @@ def pad_multiple(settings) -> int:
     # MindSpore GRAPH keeps one compiled graph per input shape, ~1.5 GB each for MiniLM on CPU
     # (measured: 8.2 GB peak with one shape, 14.3 GB with five): few shapes, at some padding cost.
     return 64 if settings.backend == "mindspore" and settings.mindspore_mode == "graph" else 1
-
-
-def predict_all(run_batch: Callable, features: classification.Features, batch_size: int, rank: int, world_size: int,
-                all_sum: Callable, pad_multiple_: int = 1, pad_to: int = 0) -> Tuple[np.ndarray, float]:
-    """(logits (N, L) of every example, summed loss) over all ranks: each rank runs its examples
-    (i % W == rank) through run_batch(batch) -> (loss or None, logits (B, L)); the rows are summed
-    over ranks with a count column, and any example not seen exactly once is an error."""
-    rows, total, width = {}, 0.0, None
-    for indices, batch in classification.eval_batches(features, batch_size, rank, world_size, pad_multiple_, pad_to):
-        if np.all(np.isnan(batch["labels"].astype(np.float64))) or np.all(batch["labels"] == -1):
-            batch = {k: v for k, v in batch.items() if k != "labels"}
-        loss, logits = run_batch(batch)
-        width = logits.shape[1]
-        total += (loss or 0.0) * len(indices)
-        rows.update(zip(indices.tolist(), logits))
-    width = width or 1
-    table = np.zeros((len(features), width + 1), dtype=np.float64)  # (N, L + 1): logits, count
-    for i, logits in rows.items():
-        table[i, :width], table[i, width] = logits, 1.0
-    if world_size > 1:
-        summed = all_sum(table.reshape(-1).tolist() + [total])
-        table, total = np.asarray(summed[:-1], dtype=np.float64).reshape(table.shape), summed[-1]
-        width = table.shape[1] - 1
-    counts = table[:, width]
-    if not np.all(counts == 1):
-        bad = int(np.flatnonzero(counts != 1)[0])
-        raise CollectiveError(f"rank {rank}: example {bad} was evaluated {int(counts[bad])} times; every example "
-                              "must be evaluated exactly once (the ranks disagree on the data)")
-    return table[:, :width], total
 
 
 def predictions_of(task: glue.Task, logits: np.ndarray) -> np.ndarray:
@@ -155,7 +128,7 @@ def classification_job(settings, world) -> Job:
     config = model_config(s).replace(
         num_labels=task.num_labels, id2label=None if task.is_regression else dict(enumerate(task.labels)),
         problem_type="regression" if task.is_regression else "single_label_classification")
-    batches = classification.TrainBatches(
+    batches = TrainBatches(
         train, micro_batch_size(s, world), seed=s.seed, rank=world.rank, world_size=world.size, shuffle=s.do_shuffle,
         group_by_length=s.group_by_length, pad_multiple=pad_multiple(s), pad_to=s.seq_length if s.pad_to_max_length else 0)
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from mindtransformer.data import classification, glue
+from mindtransformer.data import batches, classification, glue
 from mindtransformer.data.tokenization import load_tokenizer
 from mindtransformer.errors import UserInputError
 from mindtransformer.utils.bundled import RESOURCES
@@ -41,8 +41,8 @@ def test_features_equal_hf_tokenizer_with_truncation(rte, minilm_path):
 
 def test_an_epoch_holds_every_example_once_and_grouping_pads_less(rte):
     train = rte[2]
-    grouped = classification.TrainBatches(train, 32, seed=3)
-    plain = classification.TrainBatches(train, 32, seed=3, group_by_length=False)
+    grouped = batches.TrainBatches(train, 32, seed=3)
+    plain = batches.TrainBatches(train, 32, seed=3, group_by_length=False)
     for stream in (grouped, plain):
         seen = np.concatenate(stream.epoch_batches(0))
         assert sorted(seen.tolist()) == list(range(len(train)))
@@ -57,19 +57,19 @@ def test_an_epoch_holds_every_example_once_and_grouping_pads_less(rte):
     batch = next(grouped.batches(0))
     lengths = batch["attention_mask"].sum(1)
     assert batch["input_ids"].shape[1] == lengths.max() and batch["labels"].dtype == np.int64
-    eight = next(classification.TrainBatches(train, 32, seed=3, pad_multiple=32).batches(0))
+    eight = next(batches.TrainBatches(train, 32, seed=3, pad_multiple=32).batches(0))
     assert eight["input_ids"].shape[1] % 32 == 0
 
 
 def test_ranks_deal_the_batches_of_one_stream_and_resume_skips_exactly(rte):
     train = rte[2]
-    one = classification.TrainBatches(train, 16, seed=1)
-    ranks = [classification.TrainBatches(train, 16, seed=1, rank=r, world_size=2) for r in range(2)]
+    one = batches.TrainBatches(train, 16, seed=1)
+    ranks = [batches.TrainBatches(train, 16, seed=1, rank=r, world_size=2) for r in range(2)]
     assert ranks[0].batches_per_epoch == ranks[1].batches_per_epoch == one.batches_per_epoch // 2
     everything = one.epoch_batches(2)
     for r, stream in enumerate(ranks):
         mine = [b["input_ids"] for b in stream.batches(2)]
-        expected = [classification.pad_batch(train, idx)["input_ids"] for idx in everything[r::2][:len(mine)]]
+        expected = [batches.pad_batch(train, idx)["input_ids"] for idx in everything[r::2][:len(mine)]]
         assert all(np.array_equal(a, b) for a, b in zip(mine, expected)) and len(mine) == stream.batches_per_epoch
     full = list(ranks[1].batches(0))
     resumed = list(ranks[1].batches(0, skip=7))
@@ -80,7 +80,7 @@ def test_ranks_deal_the_batches_of_one_stream_and_resume_skips_exactly(rte):
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_evaluation_shards_cover_every_example_exactly_once(rte, world):
     dev = rte[3]
-    seen = [int(i) for r in range(world) for idx, _ in classification.eval_batches(dev, 64, r, world) for i in idx]
+    seen = [int(i) for r in range(world) for idx, _ in batches.eval_batches(dev, 64, r, world) for i in idx]
     assert sorted(seen) == list(range(277))
 
 

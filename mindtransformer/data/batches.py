@@ -1,0 +1,94 @@
+"""Batches of tokenized, unpadded features, padded per batch: shared by the fine-tuning tasks.
+
+A features object has `input_ids` and `segment_ids` (N arrays or lists (T_i,)), `lengths` (N,),
+`len()`, and `targets(indices) -> dict` (the labels the head takes: `labels`, or
+`start_positions` and `end_positions`; empty when the examples are unlabelled).
+
+- Training (`TrainBatches`): per epoch a seeded permutation; with `group_by_length` it is cut
+  into mega-batches of 50 batches, each sorted by length and cut into batches whose order is
+  then shuffled (HF's `group_by_length`, so a batch holds examples of similar length and pads
+  little). A batch is padded to its longest example, rounded up to `pad_multiple` (MindSpore's
+  compiled graph is built once per shape, so it gets few shapes). As in pretraining, batch m of
+  the epoch goes to data-parallel rank m % W and only whole groups of W batches are dealt: W
+  ranks see the batches one process with W times the accumulation sees.
+- Evaluation (`eval_batches`): example i goes to rank i % W, every example exactly once
+  (no dropped last batch), in batches sorted by length; the caller gathers by index.
+
+Shape legend: N examples, B batch, T the batch's padded length (<= max_seq_length).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, List, Sequence
+
+import numpy as np
+
+MEGA_BATCH = 50  # batches per length-sorted group (HF's LengthGroupedSampler uses 50)
+
+
+def pad_batch(features, indices: Sequence[int], pad_multiple: int = 1, pad_to: int = 0) -> dict:
+    """The model's inputs for `indices`: input_ids, attention_mask, token_type_ids (B, T) int64 and
+    the targets; T is the longest example rounded up to pad_multiple, or `pad_to` when given."""
+    longest = max(len(features.input_ids[i]) for i in indices)
+    length = pad_to or -(-longest // pad_multiple) * pad_multiple
+    ids = np.zeros((len(indices), length), dtype=np.int64)
+    types = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, i in enumerate(indices):
+        n = len(features.input_ids[i])
+        ids[row, :n], types[row, :n], mask[row, :n] = features.input_ids[i], features.segment_ids[i], 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
+            **features.targets(np.asarray(indices))}
+
+
+class TrainBatches:
+    """This rank's training batches of an epoch, from a position (see the module docstring)."""
+
+    def __init__(self, features, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True, group_by_length: bool = True, pad_multiple: int = 1, pad_to: int = 0):
+        self.features, self.batch_size, self.seed = features, batch_size, seed
+        self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
+        self.group_by_length, self.pad_multiple, self.pad_to = group_by_length, pad_multiple, pad_to
+        self.lengths = features.lengths
+
+    @property
+    def batches_per_epoch(self) -> int:
+        """Batches each rank takes per epoch (the same on every rank)."""
+        return -(-len(self.features) // self.batch_size) // self.world_size
+
+    def epoch_batches(self, epoch: int) -> List[np.ndarray]:
+        """Every batch of the epoch (all ranks), as index arrays."""
+        n, size = len(self.features), self.batch_size
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        if not self.group_by_length:
+            return [order[i:i + size] for i in range(0, n, size)]
+        batches = []
+        for start in range(0, n, MEGA_BATCH * size):
+            mega = order[start:start + MEGA_BATCH * size]
+            mega = mega[np.argsort(-self.lengths[mega], kind="stable")]  # longest first
+            batches += [mega[i:i + size] for i in range(0, len(mega), size)]
+        if self.shuffle:  # mix long and short batches over the epoch
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
+        mine = self.epoch_batches(epoch)[self.rank::self.world_size][:self.batches_per_epoch]
+        for indices in mine[skip:]:
+            yield pad_batch(self.features, indices, self.pad_multiple, self.pad_to)
+
+
+def eval_batches(features, batch_size: int, rank: int = 0, world_size: int = 1,
+                 pad_multiple: int = 1, pad_to: int = 0) -> Iterator[tuple]:
+    """(indices (B,), batch) over this rank's examples i % world_size == rank, every one once,
+    shortest first."""
+    mine = np.arange(rank, len(features), world_size)
+    mine = mine[np.argsort(features.lengths[mine], kind="stable")]
+    for start in range(0, len(mine), batch_size):
+        indices = mine[start:start + batch_size]
+        yield indices, pad_batch(features, indices, pad_multiple, pad_to)
+
+
+def lengths_of(input_ids: Sequence) -> np.ndarray:
+    """(N,) token counts."""
+    return np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=len(input_ids))
