@@ -25,6 +25,9 @@ import json
 import re
 from typing import List, Optional
 
+import numpy as np
+
+from mindtransformer.data.batches import lengths_of
 from mindtransformer.errors import UserInputError
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
@@ -80,13 +83,21 @@ def read_examples(path: str, is_training: bool, version_2_with_negative: bool = 
         raise UserInputError(f"{path}: no such SQuAD file") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise UserInputError(f"{path}: not a SQuAD-format JSON file with a 'data' list ({err})") from None
+    if not isinstance(data, list):
+        raise UserInputError(f"{path}: 'data' is not a list of articles; use the SQuAD JSON format")
     examples, skipped = [], []
-    for article in data:
-        for paragraph in article["paragraphs"]:
-            context = paragraph["context"]
+    for a, article in enumerate(data):
+        for p, paragraph in enumerate(_field(path, article, "paragraphs", list, f"data[{a}]")):
+            where = f"data[{a}].paragraphs[{p}]"
+            context = _field(path, paragraph, "context", str, where)
             words, word_of_char, spans = split_words(context)
-            for qa in paragraph["qas"]:
-                example = Example(str(qa["id"]), qa["question"], context, words, word_of_char, spans, qa.get("answers", []),
+            for q, qa in enumerate(_field(path, paragraph, "qas", list, where)):
+                at = f"{where}.qas[{q}]"
+                qas_id, question = _field(path, qa, "id", (str, int), at), _field(path, qa, "question", str, at)
+                answers = qa.get("answers", []) if isinstance(qa, dict) else []
+                if not isinstance(answers, list):
+                    raise UserInputError(f"{path}: {at}.answers is not a list; give a list of {{text, answer_start}}")
+                example = Example(str(qas_id), question, context, words, word_of_char, spans, answers,
                                   is_impossible=bool(qa.get("is_impossible", False)) and version_2_with_negative)
                 if is_training and not example.is_impossible:
                     if not _place_answer(example, context):
@@ -94,6 +105,17 @@ def read_examples(path: str, is_training: bool, version_2_with_negative: bool = 
                         continue
                 examples.append(example)
     return Examples(examples, skipped)
+
+
+def _field(path: str, record, name: str, kind, where: str):
+    """record[name], checked; a missing or mistyped field is a one-line error naming it."""
+    if not isinstance(record, dict) or name not in record:
+        raise UserInputError(f"{path}: {where} has no '{name}' field; every SQuAD record needs it")
+    value = record[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise UserInputError(f"{path}: {where}.{name} is a {type(value).__name__}, not the expected "
+                             f"{getattr(kind, '__name__', 'string')}; fix the file")
+    return value
 
 
 def _place_answer(example: Example, context: str) -> bool:
@@ -121,6 +143,27 @@ class Feature:
     token_is_max_context: dict        # token position -> bool
     start_position: int = 0           # training: the answer's token span, or 0, 0 ([CLS])
     end_position: int = 0
+
+
+class SpanFeatures:
+    """A list of `Feature`s as the batches of data/batches.py see them; `targets` are the answer
+    spans (start_positions, end_positions (B,)) when `is_training`."""
+
+    def __init__(self, features: List[Feature], is_training: bool):
+        self.features, self.is_training = features, is_training
+        self.input_ids = [f.input_ids for f in features]
+        self.segment_ids = [f.segment_ids for f in features]
+        self.lengths = lengths_of(self.input_ids)
+        self.start_positions = np.array([f.start_position for f in features], dtype=np.int64)
+        self.end_positions = np.array([f.end_position for f in features], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def targets(self, indices: np.ndarray) -> dict:
+        if not self.is_training:
+            return {}
+        return {"start_positions": self.start_positions[indices], "end_positions": self.end_positions[indices]}
 
 
 def featurize(tokenizer, examples: List[Example], max_seq_length: int = 384, doc_stride: int = 128,

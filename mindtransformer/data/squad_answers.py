@@ -17,7 +17,7 @@ Shape legend: F features, T tokens per feature.
 from __future__ import annotations
 
 import collections
-from typing import Dict, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 

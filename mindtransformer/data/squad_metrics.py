@@ -159,3 +159,24 @@ def evaluate_cmrc(dataset: List[dict], predictions: Dict[str, str]) -> dict:
     """{"exact_match", "f1", "average"} (x100) as cmrc2018_evaluate.py reports them."""
     em, f1_value, total, missing = _max_over_golds(dataset, predictions, cmrc_exact, cmrc_f1)
     return {"exact_match": em, "f1": f1_value, "average": (em + f1_value) / 2, "total": total, "missing": missing}
+
+
+# ---- which metric a data set gets --------------------------------------------------------------
+
+METRICS = ("v1.1", "v2.0", "cmrc")
+
+
+def metric_for(contexts: Iterable[str], version_2_with_negative: bool) -> str:
+    """v2.0 with unanswerable questions; cmrc when most of the text is CJK (CMRC 2018, DRCD); else v1.1."""
+    if version_2_with_negative:
+        return "v2.0"
+    cjk = total = 0
+    for context in contexts:
+        cjk += len(_CJK.findall(context))
+        total += sum(not ch.isspace() for ch in context)
+    return "cmrc" if total and cjk / total > 0.5 else "v1.1"
+
+
+def evaluate(dataset: List[dict], predictions: Dict[str, str], metric: str) -> dict:
+    """The scores of `metric` (see METRICS); keys as the official scripts print them."""
+    return {"v1.1": evaluate_v1, "v2.0": evaluate_v2, "cmrc": evaluate_cmrc}[metric](dataset, predictions)

@@ -44,14 +44,16 @@ class TrainSettings:
     full_batch: bool = _field(False, "MindSpore's flag: every rank reads the full batch (not supported: ranks shard the data)")
     # -- what to train (the original fine-tuning scripts' flags)
     auto_model: str = _field("bert", "bert: MLM+NSP pretraining on records; bert_glue: text classification "
-                             "(GLUE or --task_name=csv)", ("bert", "bert_glue"))
+                             "(GLUE or --task_name=csv); bert_squad: extractive question answering (SQuAD "
+                             "format: SQuAD v1.1/v2.0, CMRC 2018, DRCD)", ("bert", "bert_glue", "bert_squad"))
     task_name: str = _field("", "bert_glue: a GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli) "
                             "or csv (any CSV/TSV, see --text_column)")
     data_dir: str = _field("", "bert_glue: directory of the task's GLUE files (train.tsv, dev.tsv; MNLI: "
                            "dev_matched.tsv and dev_mismatched.tsv)")
-    dataset_format: str = _field("tsv", "bert_glue: tsv (the task files, tokenized at start) or records made by "
-                                 "generate_glue_mindrecord.py in --train_data_path/--eval_data_path",
-                                 ("tsv", "tfrecord", "mindrecord"))
+    dataset_format: str = _field("", "fine-tuning data: empty for the task's own files (bert_glue: TSV/CSV, "
+                                 "bert_squad: SQuAD JSON; tokenized at start), or records made by "
+                                 "generate_glue_mindrecord.py / generate_squad_mindrecord.py in --train_data_path and "
+                                 "--eval_data_path", ("", "tsv", "json", "tfrecord", "mindrecord"))
     num_labels: int = _field(0, "bert_glue: classes of the task (0: the task's own; checked against it)")
     assessment_method: str = _field("", "bert_glue: the metric that picks the best checkpoint (default: the "
                                     "task's first)", ("", "accuracy", "f1", "mcc", "spearman_correlation",
@@ -61,13 +63,24 @@ class TrainSettings:
     label_column: str = _field("label", "--task_name=csv: column of the label")
     dev_fraction: float = _field(0.1, "--task_name=csv without --eval_data_path: share of the file held out "
                                  "(seeded by --seed) for evaluation")
-    max_train_examples: int = _field(0, "bert_glue: train on the first N examples only (0: all; for quick runs)")
+    max_train_examples: int = _field(0, "fine-tuning: train on the first N examples (SQuAD: questions) only (0: all; for quick runs)")
     vocab_file_path: str = _field("", "vocab.txt of the tokenizer (default: the --init_from folder's)")
     eval_batch_size: int = _field(64, "examples per evaluation batch on each rank")
-    group_by_length: bool = _field(True, "bert_glue: batch examples of similar length (less padding)")
-    pad_to_multiple_of: int = _field(0, "bert_glue: pad each batch to a multiple of this (0: 1 on torch, 64 on "
+    group_by_length: bool = _field(True, "fine-tuning: batch examples of similar length (less padding)")
+    pad_to_multiple_of: int = _field(0, "fine-tuning: pad each batch to a multiple of this (0: 1 on torch, 64 on "
                                      "MindSpore, whose compiled graph is built once per shape)")
-    pad_to_max_length: bool = _field(False, "bert_glue: pad every batch to --seq_length (slower; for comparisons)")
+    pad_to_max_length: bool = _field(False, "fine-tuning: pad every batch to --seq_length (slower; for comparisons)")
+    # -- bert_squad (the names and defaults of google's run_squad.py)
+    doc_stride: int = _field(128, "bert_squad: tokens between window starts (step semantics) or shared by "
+                             "consecutive windows (overlap semantics)")
+    doc_stride_semantics: str = _field("step", "bert_squad: step (google, MindSpore) or overlap (HF)",
+                                       ("step", "overlap"))
+    max_query_length: int = _field(64, "bert_squad: question tokens kept")
+    n_best_size: int = _field(20, "bert_squad: start and end candidates per window, and answers in nbest_predictions.json")
+    max_answer_length: int = _field(30, "bert_squad: longest answer in tokens")
+    version_2_with_negative: bool = _field(False, "bert_squad: SQuAD v2.0 data with unanswerable questions")
+    null_score_diff_threshold: float = _field(0.0, "bert_squad v2.0: predict no answer when the null score "
+                                              "exceeds the best span's by more than this")
     # -- ours
     backend: str = _field("torch", "torch or mindspore", ("torch", "mindspore"))
     max_predictions_per_seq: int = _field(20, "masked positions per instance; must equal the records'")
@@ -133,10 +146,20 @@ def effective_precision(settings: TrainSettings) -> str:
 
 
 def run_dir(settings: TrainSettings) -> str:
-    """Where a run writes: --save_checkpoint_path, or outputs/pretrain / outputs/<task_name>."""
+    """Where a run writes: --save_checkpoint_path, or outputs/pretrain, outputs/squad or outputs/<task_name>."""
     if settings.save_checkpoint_path:
         return settings.save_checkpoint_path
-    return os.path.join("outputs", "pretrain" if settings.auto_model == "bert" else settings.task_name.lower() or "glue")
+    named = {"bert": "pretrain", "bert_squad": "squad"}
+    return os.path.join("outputs", named.get(settings.auto_model) or settings.task_name.lower() or "glue")
+
+
+def reads_records(settings: TrainSettings) -> bool:
+    """Whether a fine-tuning run reads record files rather than the task's own files."""
+    return settings.dataset_format in ("tfrecord", "mindrecord")
+
+
+def _flag_type(name: str):
+    return {"bool": boolean, "int": int, "float": float, "Optional[float]": float}.get(str(FIELDS[name].type), str)
 
 
 def build_parser(prog: str, description: str) -> StrictParser:
@@ -145,15 +168,23 @@ def build_parser(prog: str, description: str) -> StrictParser:
                      formatter_class=argparse.HelpFormatter)
     p.add_argument("--config", help="a YAML recipe whose keys are these flag names (the command line wins)")
     for name, f in FIELDS.items():
-        kind = {"bool": boolean, "int": int, "float": float, "Optional[float]": float}.get(str(f.type), str)
         choices = f.metadata["choices"]
-        p.add_argument(f"--{name}", type=kind, choices=choices, metavar=name.upper() if not choices else None,
+        p.add_argument(f"--{name}", type=_flag_type(name), choices=choices, metavar=name.upper() if not choices else None,
                        help=f"{f.metadata['help']} (default: {f.default})")
     for alias, name in ALIASES.items():
-        kind = {"bool": boolean, "int": int, "float": float, "Optional[float]": float}.get(str(FIELDS[name].type), str)
-        p.add_argument(f"--{alias}", dest=name, type=kind, metavar=alias.upper(),
+        p.add_argument(f"--{alias}", dest=name, type=_flag_type(name), metavar=alias.upper(),
                        help=f"the original scripts' name of --{name}")
     return p
+
+
+def add_setting_flags(parser, names, **defaults) -> None:
+    """The training settings `names` as flags of another entry point (same type, choices and help;
+    `defaults` overrides a default), so that evaluation takes what training took."""
+    for name in names:
+        f = FIELDS[name]
+        default = defaults.get(name, f.default)
+        parser.add_argument(f"--{name}", type=_flag_type(name), choices=f.metadata["choices"], default=default,
+                            help=f.metadata["help"])
 
 
 def read_recipe(path: str) -> dict:
@@ -252,6 +283,8 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
         raise UserInputError("--train_data_path is required: the record files to train on")
     if s.auto_model == "bert_glue":
         _check_glue(s)
+    if s.auto_model == "bert_squad":
+        _check_squad(s)
     if s.load_checkpoint_path and not os.path.exists(s.load_checkpoint_path):
         raise UserInputError(f"--load_checkpoint_path={s.load_checkpoint_path}: no such checkpoint")
 
@@ -259,7 +292,9 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
 def _check_glue(s: TrainSettings) -> None:
     if not s.task_name:
         raise UserInputError("--task_name is required with --auto_model=bert_glue (a GLUE task, or csv)")
-    if s.dataset_format != "tsv":
+    if s.dataset_format == "json":
+        raise UserInputError("--dataset_format=json is for bert_squad; GLUE reads its TSV files (leave it empty)")
+    if reads_records(s):
         if not s.train_data_path or not s.eval_data_path:
             raise UserInputError(f"--dataset_format={s.dataset_format}: pass the records made by "
                                  "generate_glue_mindrecord.py as --train_data_path and --eval_data_path")
@@ -269,3 +304,17 @@ def _check_glue(s: TrainSettings) -> None:
                                  "--text_column (and --label_column if it is not 'label')")
     elif not s.data_dir:
         raise UserInputError(f"--task_name={s.task_name} needs --data_dir, the directory of its GLUE files")
+
+
+def _check_squad(s: TrainSettings) -> None:
+    if not s.train_data_path:
+        raise UserInputError("--train_data_path is required with --auto_model=bert_squad: a SQuAD-format JSON file "
+                             "(or records with --dataset_format)")
+    if s.dataset_format == "tsv":
+        raise UserInputError("--dataset_format=tsv is for bert_glue; SQuAD reads JSON (leave it empty)")
+    if reads_records(s) and s.eval_data_path and not os.path.isfile(s.eval_data_path + ".maps.json"):
+        raise UserInputError(f"--eval_data_path={s.eval_data_path}: with --dataset_format={s.dataset_format} pass the "
+                             "evaluation records made by generate_squad_mindrecord.py (with their .maps.json)")
+    for name in ("doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
+        if getattr(s, name) < 1:
+            raise UserInputError(f"--{name}={getattr(s, name)}: must be >= 1")

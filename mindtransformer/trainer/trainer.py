@@ -1,9 +1,10 @@
-"""`python -m mindtransformer.trainer.trainer --auto_model=bert|bert_glue [--key=value ...]`: the
+"""`python -m mindtransformer.trainer.trainer --auto_model=bert|bert_glue|bert_squad [--key=value ...]`: the
 one training entry point (the original suite's name); --auto_model picks the job, everything
 else (flags, loop, precision, accumulation, resume, logs, data parallelism) is shared.
 
     bert       MLM + NSP pretraining on records (trainer/pretrain.py)
     bert_glue  GLUE or CSV text classification (trainer/classification.py)
+    bert_squad SQuAD-format question answering (trainer/question_answering.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ def main(argv=None, prog: str = "python -m mindtransformer.trainer.trainer") -> 
     check(settings, world.size)
     if settings.auto_model == "bert_glue":
         from mindtransformer.trainer.classification import classification_job as make_job
+    elif settings.auto_model == "bert_squad":
+        from mindtransformer.trainer.question_answering import squad_job as make_job
     else:
         from mindtransformer.trainer.pretrain import pretraining_job as make_job
     job = make_job(settings, world)  # reads and checks the data before anything heavy
