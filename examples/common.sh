@@ -38,9 +38,22 @@ launch_ranks() {
     "${pass[@]}" ${MPIRUN_ARGS:-} "$@"
 }
 
-# The GLUE scripts' defaults: the task files under $GLUE_DIR/<TASK>, the model to start from
-# ($INIT_FROM, by default the bundled real MiniLM checkpoint) and the run directory.
+# The model the fine-tuning scripts start from: $INIT_FROM, by default the bundled real MiniLM
+# checkpoint (an HF folder; a .ckpt beside its config.json works too).
+model_default() {
+  INIT_FROM=${INIT_FROM:-$("$PYTHON" -c 'from mindtransformer.utils.bundled import minilm_path; print(minilm_path())')}
+}
+
+# The GLUE scripts' defaults: the task files under $GLUE_DIR/<TASK> (default: the bundled RTE) and the model.
 glue_defaults() {
   GLUE_DIR=${GLUE_DIR:-$ROOT/mindtransformer/resources/glue}
-  INIT_FROM=${INIT_FROM:-$("$PYTHON" -c 'from mindtransformer.utils.bundled import minilm_path; print(minilm_path())')}
+  model_default
+}
+
+# The SQuAD scripts' defaults: $SQUAD_TRAIN and $SQUAD_DEV (SQuAD-format JSON; default: the
+# bundled one-article slices of the SQuAD v1.1 dev set) and the model.
+squad_defaults() {
+  SQUAD_TRAIN=${SQUAD_TRAIN:-$ROOT/mindtransformer/resources/squad/train.json}
+  SQUAD_DEV=${SQUAD_DEV:-$ROOT/mindtransformer/resources/squad/dev.json}
+  model_default
 }

@@ -7,7 +7,8 @@ and print the parity table (exit 1 beyond tolerance); (3) extract the bundled Wi
 make MLM/NSP pretraining records from it as TFRecord and as MindRecord, validate them and print
 one decoded record; (4) pretrain a tiny BERT on those records for a few hundred steps with the
 trainer and write its loss curve; (5) fine-tune the real MiniLM checkpoint on the bundled real
-GLUE RTE data (both backends' trainer; torch here) and print its dev metrics.
+GLUE RTE data (both backends' trainer; torch here) and print its dev metrics; (6) fine-tune it on
+the bundled SQuAD v1.1 article, answer the questions of another article and print the scores.
 """
 
 import os
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", default="outputs/demo", help="where the converted checkpoint is written")
     parser.add_argument("--pretrain_steps", type=int, default=300, help="optimizer steps of the tiny pretraining run")
     parser.add_argument("--finetune_epochs", type=int, default=3, help="epochs of the RTE fine-tuning (0: skip it)")
+    parser.add_argument("--squad_epochs", type=int, default=2, help="epochs of the SQuAD fine-tuning (0: skip it)")
     args = parser.parse_args(argv)
     model_path = args.model_path or minilm_path()
     ckpt = os.path.join(args.output_dir, "model.ckpt")
@@ -41,7 +43,11 @@ def main(argv=None) -> int:
     if status or not args.finetune_epochs:
         return status
     print(f"\n== 5. fine-tune the real MiniLM on the bundled GLUE RTE ({args.finetune_epochs} epochs), evaluate its dev set")
-    return finetuning_run(model_path, args.output_dir, args.finetune_epochs)
+    status = finetuning_run(model_path, args.output_dir, args.finetune_epochs)
+    if status or not args.squad_epochs:
+        return status
+    print(f"\n== 6. fine-tune the real MiniLM on one SQuAD v1.1 article ({args.squad_epochs} epochs), answer another")
+    return squad_run(model_path, args.output_dir, args.squad_epochs)
 
 
 def pretraining_data(vocab_file: str, output_dir: str) -> int:
@@ -113,6 +119,31 @@ def finetuning_run(model_path: str, output_dir: str, epochs: int) -> int:
     done = subprocess.run(evaluate)
     print(f"(RTE dev: 277 pairs, 52.7 % of them 'entailment'; curve: {os.path.join(run_dir, 'loss_curve.png')}; "
           f"HF export: {os.path.join(run_dir, 'final')})")
+    return done.returncode
+
+
+
+def squad_run(model_path: str, output_dir: str, epochs: int) -> int:
+    """examples/finetune/run_squad.sh's recipe (max_seq 384, doc_stride 128, batch 32, lr 5e-5)
+    on the bundled Super_Bowl_50 article (810 questions), then the evaluation entry point on the
+    exported HF folder answering the 206 questions of the bundled Force article."""
+    run_dir = os.path.join(output_dir, "squad")
+    train, dev = (os.path.join(RESOURCES, "squad", name) for name in ("train.json", "dev.json"))
+    command = [sys.executable, "-m", "mindtransformer.trainer.trainer", "--auto_model=bert_squad",
+               f"--train_data_path={train}", f"--init_from={model_path}", "--seq_length=384", "--doc_stride=128",
+               "--global_batch_size=32", "--start_lr=5e-5", "--weight_decay=0.01", f"--epoch_size={epochs}",
+               "--precision=auto", "--log_steps=10", "--keep_checkpoint_max=1", "--save_checkpoint_steps=1000",
+               f"--save_checkpoint_path={run_dir}"]
+    print("$ python -m mindtransformer.trainer.trainer " + " ".join(command[3:]))
+    done = subprocess.run(command)
+    if done.returncode != 0:
+        return done.returncode
+    answer = [sys.executable, "-m", "mindtransformer.tasks.question_answering", f"--eval_data_path={dev}",
+              f"--load_checkpoint_path={os.path.join(run_dir, 'final')}"]
+    print("$ python -m mindtransformer.tasks.question_answering " + " ".join(answer[3:]))
+    done = subprocess.run(answer)
+    print(f"(answers: {os.path.join(run_dir, 'final', 'predictions.json')}; curve: "
+          f"{os.path.join(run_dir, 'loss_curve.png')})")
     return done.returncode
 
 

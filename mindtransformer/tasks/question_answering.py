@@ -65,8 +65,10 @@ def main(argv=None) -> int:
     if args.predictions_file:
         return score_file(args)
     from mindtransformer.backends import get_backend
-    from mindtransformer.trainer.question_answering import answer_and_score, read_eval_set, span_logits
+    from mindtransformer.trainer.question_answering import add_windows, answer_and_score, read_eval_set, span_logits
 
+    from_records = os.path.isfile(args.eval_data_path + ".maps.json")
+    eval_set = read_eval_set(args.eval_data_path, args.version_2_with_negative, from_records)  # checked first
     select_device(args.backend, args.device_target)
     path = checkpoint_file(args.load_checkpoint_path, args.checkpoint_prefix)
     size = None
@@ -83,8 +85,7 @@ def main(argv=None) -> int:
     backend = get_backend(args.backend)
     options = {"max_seq_length": args.seq_length, "doc_stride": args.doc_stride,
                "max_query_length": args.max_query_length, "doc_stride_semantics": args.doc_stride_semantics}
-    from_records = os.path.isfile(args.eval_data_path + ".maps.json")
-    eval_set = read_eval_set(args.eval_data_path, tokenizer, options, args.version_2_with_negative, from_records)
+    add_windows(eval_set, tokenizer, options)
     if args.metric != "auto":
         eval_set.metric = args.metric
 

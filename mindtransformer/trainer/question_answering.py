@@ -22,13 +22,14 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import numpy as np
 
 from mindtransformer.data import squad, squad_answers, squad_metrics, squad_records
 from mindtransformer.data.batches import TrainBatches
 from mindtransformer.data.loaders import record_files
+from mindtransformer.errors import UserInputError
 from mindtransformer.trainer.classification import load_tokenizer_for, pad_multiple
 from mindtransformer.trainer.loop import Best
 from mindtransformer.trainer.prediction import predict_all
@@ -42,7 +43,7 @@ class EvalSet:
     """What evaluation needs: the questions, their windows and the metric that scores them."""
     path: str
     examples: List[squad.Example]
-    features: List[squad.Feature]
+    features: Optional[List[squad.Feature]]  # None until add_windows
     metric: str                     # one of squad_metrics.METRICS
 
     @property
@@ -57,15 +58,27 @@ def window_options(settings) -> dict:
             "doc_stride_semantics": s.doc_stride_semantics}
 
 
-def read_eval_set(path: str, tokenizer, options: dict, version_2_with_negative: bool, from_records: bool) -> EvalSet:
-    """Evaluation examples and features from a SQuAD JSON file, or from records and their maps."""
+def read_eval_set(path: str, version_2_with_negative: bool, from_records: bool) -> EvalSet:
+    """The evaluation questions of a SQuAD JSON file (checked; windows made later by `add_windows`),
+    or the questions and windows of evaluation records and their maps."""
     if from_records:
         examples, features = squad_records.read_eval(path)
     else:
         examples = squad.read_examples(path, is_training=False, version_2_with_negative=version_2_with_negative).examples
-        features = squad.featurize(tokenizer, examples, is_training=False, **options)
+        features = None
     metric = squad_metrics.metric_for((e.context for e in examples), version_2_with_negative)
     return EvalSet(path, examples, features, metric)
+
+
+def add_windows(eval_set: EvalSet, tokenizer, options: dict) -> EvalSet:
+    """Window the questions (records come windowed: their windows must fit max_seq_length)."""
+    if eval_set.features is None:
+        eval_set.features = squad.featurize(tokenizer, eval_set.examples, is_training=False, **options)
+    longest = max((len(f.input_ids) for f in eval_set.features), default=0)
+    if longest > options["max_seq_length"]:
+        raise UserInputError(f"{eval_set.path}: windows of {longest} tokens, longer than --seq_length="
+                             f"{options['max_seq_length']}; pass the --max_seq_length the records were made with")
+    return eval_set
 
 
 def read_train(settings, tokenizer) -> tuple:
@@ -125,8 +138,10 @@ def squad_job(settings, world) -> Job:
     s = settings
     tokenizer = load_tokenizer_for(s)
     train, skipped = read_train(s, tokenizer)
-    eval_set = (read_eval_set(s.eval_data_path, tokenizer, window_options(s), s.version_2_with_negative,
-                              reads_records(s)) if s.eval_data_path else None)
+    eval_set = None
+    if s.eval_data_path:
+        eval_set = add_windows(read_eval_set(s.eval_data_path, s.version_2_with_negative, reads_records(s)),
+                               tokenizer, window_options(s))
     config = model_config(s).replace(num_labels=2)
     batches = TrainBatches(train, micro_batch_size(s, world), seed=s.seed, rank=world.rank, world_size=world.size,
                            shuffle=s.do_shuffle, group_by_length=s.group_by_length, pad_multiple=pad_multiple(s),

@@ -2,6 +2,7 @@
 (overlap semantics) token for token, google's step semantics, the max-context rule, answer spans,
 and Chinese data whose answer offsets are wrong."""
 
+import json
 import unicodedata
 
 import numpy as np
@@ -125,3 +126,58 @@ def json_data():
 
     with open(shared_file("squad_v1.1", "dev-v1.1.json"), encoding="utf-8") as f:
         return json.load(f)["data"]
+
+
+def test_the_real_dev_set_has_a_stable_number_of_windows(dev, tokenizer):
+    """10,570 questions at 384/128/64: 10,833 windows with google's step semantics (183 questions
+    in several windows, at most 5), 10,784 with HF's overlap semantics; every question has one."""
+    step = squad.featurize(tokenizer, dev.examples, 384, 128, 64, doc_stride_semantics="step")
+    overlap = squad.featurize(tokenizer, dev.examples, 384, 128, 64, doc_stride_semantics="overlap")
+    assert len(dev.examples) == 10570 and len(step) == 10833 and len(overlap) == 10784
+    per_question = np.bincount([f.example_index for f in step], minlength=len(dev.examples))
+    assert per_question.min() == 1 and per_question.max() == 5 and int((per_question > 1).sum()) == 183
+
+
+@pytest.mark.parametrize("output_format", ["tfrecord", "mindrecord"])
+def test_records_and_maps_give_back_the_same_windows(dev, tokenizer, tmp_path, output_format):
+    from mindtransformer.data import squad_records
+
+    examples = dev.examples[:300]
+    features = squad.featurize(tokenizer, examples, 384, 128, 64)
+    path = str(tmp_path / f"dev.{output_format}")
+    squad_records.write_records(features, path, output_format, 384, {"split": "dev"}, examples=examples)
+    back_examples, back = squad_records.read_eval(path)
+    assert [e.qas_id for e in back_examples] == [e.qas_id for e in examples]
+    assert [e.doc_words for e in back_examples] == [e.doc_words for e in examples]
+    assert len(back) == len(features)
+    for a, b in zip(back, features):
+        assert (a.example_index, a.window, a.window_start, a.input_ids, a.segment_ids) == \
+            (b.example_index, b.window, b.window_start, b.input_ids, b.segment_ids)
+        assert a.token_to_word == b.token_to_word and a.token_is_max_context == b.token_is_max_context
+    training = squad.featurize(tokenizer, squad.read_examples(shared_file("squad_v1.1", "dev-v1.1.json"), True)
+                               .examples[:200], 384, 128, 64, is_training=True)
+    squad_records.write_records(training, str(tmp_path / f"train.{output_format}"), output_format, 384, {})
+    spans = squad_records.read_train([str(tmp_path / f"train.{output_format}")])
+    assert spans.input_ids == [f.input_ids for f in training]
+    assert spans.start_positions.tolist() == [f.start_position for f in training]
+    assert spans.end_positions.tolist() == [f.end_position for f in training]
+
+
+def test_malformed_squad_files_are_one_line_errors(tmp_path):
+    from mindtransformer.errors import UserInputError
+
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"data": [', encoding="utf-8")
+    with pytest.raises(UserInputError, match="not a SQuAD-format JSON file"):
+        squad.read_examples(str(broken), False)
+    cases = [({"data": [{"paragraphs": [{"qas": []}]}]}, r"data\[0\].paragraphs\[0\] has no 'context' field"),
+             ({"data": [{"title": "x"}]}, r"data\[0\] has no 'paragraphs' field"),
+             ({"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "1"}]}]}]},
+              r"data\[0\].paragraphs\[0\].qas\[0\] has no 'question' field"),
+             ({"data": [{"paragraphs": [{"context": 5, "qas": []}]}]}, r"context is a int")]
+    for content, message in cases:
+        path = tmp_path / "case.json"
+        path.write_text(json.dumps(content), encoding="utf-8")
+        with pytest.raises(UserInputError, match=message) as raised:
+            squad.read_examples(str(path), False)
+        assert "\n" not in str(raised.value)

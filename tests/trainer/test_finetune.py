@@ -12,38 +12,19 @@ import sys
 import numpy as np
 import pytest
 
-from mindtransformer.trainer.reporting import read_metrics
 from mindtransformer.utils.bundled import RESOURCES
 from tests.conftest import REPO_ROOT
+from tests.trainer.cli import ENV, MPI, evaluations, finetune, one_line_error, run, train_losses
 
 RTE = os.path.join(RESOURCES, "glue", "RTE")
-ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", HF_HUB_OFFLINE="1", PYTHONPATH=REPO_ROOT)
-MPI = shutil.which("mpirun")
 # 64 real RTE pairs, 16 per step: 4 steps an epoch, 20 steps = 5 epochs (the loss must fall).
 SHORT = ["--auto_model=bert_glue", "--task_name=RTE", f"--data_dir={RTE}", "--max_train_examples=64",
          "--global_batch_size=16", "--learning_rate=1e-4", "--train_steps=20", "--eval_steps=10",
          "--save_checkpoint_steps=10", "--log_steps=5"]
 
 
-def run(module, *args, timeout=900):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, env=ENV,
-                          timeout=timeout, cwd=REPO_ROOT)
-
-
-def finetune(*args, timeout=900):
-    return run("mindtransformer.trainer.trainer", *args, timeout=timeout)
-
-
 def classify(*args):
     return run("mindtransformer.tasks.text_classification", *args)
-
-
-def train_losses(run_dir) -> list:
-    return [r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
-
-
-def evaluations(run_dir) -> list:
-    return [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "eval_loss" in r]
 
 
 def assert_learned_and_evaluated_everything(run_dir):
@@ -180,16 +161,8 @@ def test_training_from_mindrecords_equals_training_from_the_tsv(tmp_path, minilm
 
 # ---- bad input: one line, exit 2, nothing trained ----------------------------------------------
 
-def _one_line_error(done, *fragments):
-    lines = [line for line in done.stderr.splitlines() if line.strip() and "WARNING" not in line]
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert len(lines) == 1 and "error:" in lines[0], done.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
 def test_a_misspelled_task_and_a_damaged_row_are_one_line_errors(tmp_path, minilm_path):
-    _one_line_error(finetune(*SHORT, "--task_name=RTF", f"--init_from={minilm_path}",
+    one_line_error(finetune(*SHORT, "--task_name=RTF", f"--init_from={minilm_path}",
                              f"--save_checkpoint_path={tmp_path / 'a'}"), "--task_name=RTF", "did you mean 'rte'")
     assert not (tmp_path / "a" / "metrics.jsonl").exists()
     data = tmp_path / "RTE"
@@ -198,11 +171,11 @@ def test_a_misspelled_task_and_a_damaged_row_are_one_line_errors(tmp_path, minil
     lines = open(os.path.join(RTE, "train.tsv"), encoding="utf-8").read().splitlines()
     lines[41] = "\t".join(lines[41].split("\t")[:2])  # row of line 42 loses two fields
     (data / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _one_line_error(finetune(*SHORT[:2], f"--data_dir={data}", *SHORT[3:], f"--init_from={minilm_path}",
+    one_line_error(finetune(*SHORT[:2], f"--data_dir={data}", *SHORT[3:], f"--init_from={minilm_path}",
                              f"--save_checkpoint_path={tmp_path / 'b'}"), "train.tsv:42", "2 fields")
-    _one_line_error(classify(f"--load_checkpoint_path={minilm_path}", "--task_name=rte", f"--data_dir={RTE}"),
+    one_line_error(classify(f"--load_checkpoint_path={minilm_path}", "--task_name=rte", f"--data_dir={RTE}"),
                     "no classifier weights")
-    _one_line_error(finetune(*SHORT, "--num_labels=3", f"--init_from={minilm_path}",
+    one_line_error(finetune(*SHORT, "--num_labels=3", f"--init_from={minilm_path}",
                              f"--save_checkpoint_path={tmp_path / 'c'}"), "--num_labels=3", "RTE has 2")
 
 
@@ -216,7 +189,7 @@ def test_init_from_a_converted_checkpoint_equals_init_from_the_hf_folder(tmp_pat
     common = [*SHORT, "--train_steps=3", "--eval_steps=3", "--dropout=0"]
     from_hf = finetune(*common, f"--init_from={minilm_path}", f"--save_checkpoint_path={tmp_path / 'hf'}")
     without_vocab = finetune(*common, f"--init_from={ckpt}", f"--save_checkpoint_path={tmp_path / 'x'}")
-    _one_line_error(without_vocab, "--vocab_file_path")
+    one_line_error(without_vocab, "--vocab_file_path")
     from_ckpt = finetune(*common, f"--init_from={ckpt}", f"--vocab_file_path={os.path.join(minilm_path, 'vocab.txt')}",
                          f"--save_checkpoint_path={tmp_path / 'ckpt'}")
     assert from_hf.returncode == 0 and from_ckpt.returncode == 0, from_ckpt.stderr[-3000:]
@@ -257,12 +230,12 @@ def test_a_csv_task_holds_out_a_seeded_dev_split_and_trains(tmp_path, minilm_pat
 
 
 def test_bad_input_to_the_evaluation_and_record_tools_is_one_line_and_writes_nothing(tmp_path, torch_run):
-    _one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", "--txet=hello"), "--txet", "--text")
-    _one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", f"--input_file={tmp_path / 'none.txt'}"),
+    one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", "--txet=hello"), "--txet", "--text")
+    one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", f"--input_file={tmp_path / 'none.txt'}"),
                     "none.txt", "no such file")
     ragged = tmp_path / "ragged.tsv"
     ragged.write_text("a\tb\nc\n", encoding="utf-8")
-    _one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", f"--input_file={ragged}"), "ragged.tsv:2")
+    one_line_error(classify(f"--load_checkpoint_path={torch_run / 'final'}", f"--input_file={ragged}"), "ragged.tsv:2")
     # train.tsv but no dev.tsv: every file is read before anything is written, so nothing is left.
     data = tmp_path / "RTE"
     data.mkdir()
@@ -272,5 +245,5 @@ def test_bad_input_to_the_evaluation_and_record_tools_is_one_line_and_writes_not
                                                         "generate_glue_mindrecord.py"), "--task_name=RTE",
                            f"--vocab_path={torch_run / 'final'}", f"--input_dir={data}", f"--output_dir={out}",
                            "--output_format=tfrecord"], capture_output=True, text=True, env=ENV, cwd=REPO_ROOT)
-    _one_line_error(done, "dev.tsv", "no such file")
+    one_line_error(done, "dev.tsv", "no such file")
     assert not out.exists() or not any(out.iterdir())
