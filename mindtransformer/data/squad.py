@@ -30,7 +30,11 @@ import numpy as np
 from mindtransformer.data.batches import lengths_of
 from mindtransformer.errors import UserInputError
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
+# Characters that are words of their own: CJK ideographs, and the punctuation of CJK text (CJK
+# symbols, full-width forms, curly quotes), which would otherwise stick to a neighbouring run of
+# Latin letters or digits ("。AGG01", "Dha)”") and end up in answers.
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df"
+                  r"\u3000-\u303f\uff00-\uffef\u2018-\u201f]")
 
 
 @dataclasses.dataclass
@@ -57,7 +61,7 @@ class Examples:
 def split_words(context: str) -> tuple:
     """(words, word index of each character, (first, last) character of each word): whitespace
     separates words (a space belongs to the word before it, as in google's char_to_word_offset),
-    a CJK character is a word of its own."""
+    a CJK character or CJK punctuation mark is a word of its own."""
     words, word_of_char, spans, new_word = [], [], [], True
     for position, ch in enumerate(context):
         if ch.isspace() or ord(ch) == 0x202F:

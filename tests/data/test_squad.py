@@ -181,3 +181,63 @@ def test_malformed_squad_files_are_one_line_errors(tmp_path):
         with pytest.raises(UserInputError, match=message) as raised:
             squad.read_examples(str(path), False)
         assert "\n" not in str(raised.value)
+
+
+def _oracle_logits(features, null=()):
+    """Logits peaked at each window's gold span, or at [CLS] for the examples in `null`."""
+    starts, ends = [], []
+    for f in features:
+        s, e = np.zeros(len(f.input_ids)), np.zeros(len(f.input_ids))
+        at_null = f.example_index in null
+        s[0 if at_null else f.start_position] += 10.0
+        e[0 if at_null else f.end_position] += 10.0
+        starts.append(s)
+        ends.append(e)
+    return starts, ends
+
+
+def test_version_2_predicts_no_answer_where_the_null_score_wins(dev, tokenizer):
+    from mindtransformer.data import squad_answers, squad_metrics
+
+    examples = dev.examples[:400]
+    impossible = set(range(1, 400, 3))  # every third question treated as unanswerable
+    features = squad.featurize(tokenizer, examples, 384, 128, is_training=True)
+    starts, ends = _oracle_logits(features, impossible)
+    predictions, nbest, null_diff = squad_answers.answers(examples, features, starts, ends, tokenizer,
+                                                          version_2_with_negative=True)
+    for i, e in enumerate(examples):
+        if i in impossible:
+            assert predictions[e.qas_id] == "" and null_diff[e.qas_id] > 0
+        else:
+            assert null_diff[e.qas_id] < 0
+        assert any(n["text"] == "" for n in nbest[e.qas_id])  # the null answer is always listed in v2
+    gold = [{"paragraphs": [{"qas": [{"id": e.qas_id, "answers": [] if i in impossible else e.answers}
+                                     for i, e in enumerate(examples)]}]}]
+    scores = squad_metrics.evaluate_v2(gold, predictions)
+    assert scores["NoAns_total"] == len(impossible) and scores["NoAns_exact"] == 100.0
+    assert scores["HasAns_exact"] > 97
+    # A threshold above every difference answers everything.
+    everything, _, _ = squad_answers.answers(examples, features, starts, ends, tokenizer, version_2_with_negative=True,
+                                             null_score_diff_threshold=1e9)
+    assert all(everything[e.qas_id] for i, e in enumerate(examples) if i not in impossible)
+
+
+def test_chinese_cmrc_answers_come_back_through_windows_and_post_processing(tokenizer):
+    """CMRC 2018 trial: every CJK character a word; oracle logits give the gold text back (CMRC
+    metric), also for answers inside long paragraphs split into several windows. (Chinese answers
+    are long: max_answer_length 30 would cut 5 % of them; MiniLM's English vocabulary maps many
+    characters to [UNK], where google's final-text matching falls back to whole words.)"""
+    from mindtransformer.data import squad_answers, squad_metrics
+
+    path = shared_file("cmrc2018", "cmrc2018_trial.json")
+    read = squad.read_examples(path, is_training=True)
+    features = squad.featurize(tokenizer, read.examples, 384, 128, is_training=True)
+    assert len(features) > len(read.examples)  # long Chinese paragraphs take several windows
+    starts, ends = _oracle_logits(features)
+    predictions, _, _ = squad_answers.answers(read.examples, features, starts, ends, tokenizer, max_answer_length=256)
+    data = json.loads(open(path, encoding="utf-8").read())["data"]
+    assert squad_metrics.metric_for([e.context for e in read.examples], False) == "cmrc"
+    scores = squad_metrics.evaluate_cmrc(data, predictions)
+    # the 5 questions with a wrong answer_start were not windowed for training, so they miss here
+    assert scores["total"] == 1002 and len(scores["missing"]) == 5
+    assert scores["exact_match"] > 95 and scores["f1"] > 97, scores
