@@ -99,28 +99,31 @@ def pretraining_run(output_dir: str, steps: int) -> int:
     return 0
 
 
+def train_then_evaluate(train_args: list, module: str, evaluate_args: list) -> int:
+    """The trainer with `train_args`, then `python -m module evaluate_args`, each command shown."""
+    for command in (["mindtransformer.trainer.trainer", *train_args], [module, *evaluate_args]):
+        print("$ python -m " + " ".join(command))
+        done = subprocess.run([sys.executable, "-m", *command])
+        if done.returncode != 0:
+            return done.returncode
+    return 0
+
+
 def finetuning_run(model_path: str, output_dir: str, epochs: int) -> int:
     """examples/finetune/run_classifier.sh's recipe (max_seq 128, batch 32, lr 3e-5, weight decay
     0.01, bf16 where the CPU has it), then the evaluation entry point on the exported HF folder."""
     run_dir = os.path.join(output_dir, "rte")
     data_dir = os.path.join(RESOURCES, "glue", "RTE")
-    command = [sys.executable, "-m", "mindtransformer.trainer.trainer", "--auto_model=bert_glue", "--task_name=RTE",
-               f"--data_dir={data_dir}", f"--init_from={model_path}", "--seq_length=128", "--global_batch_size=32",
-               "--start_lr=3e-5", "--weight_decay=0.01", f"--epoch_size={epochs}", "--precision=auto",
-               "--eval_steps=78", "--log_steps=10", "--keep_checkpoint_max=1", "--save_checkpoint_steps=78",
-               f"--save_checkpoint_path={run_dir}"]
-    print("$ python -m mindtransformer.trainer.trainer " + " ".join(command[3:]))
-    done = subprocess.run(command)
-    if done.returncode != 0:
-        return done.returncode
-    evaluate = [sys.executable, "-m", "mindtransformer.tasks.text_classification",
-                f"--load_checkpoint_path={os.path.join(run_dir, 'final')}", "--task_name=RTE", f"--data_dir={data_dir}"]
-    print("$ python -m mindtransformer.tasks.text_classification " + " ".join(evaluate[3:]))
-    done = subprocess.run(evaluate)
+    status = train_then_evaluate(
+        ["--auto_model=bert_glue", "--task_name=RTE", f"--data_dir={data_dir}", f"--init_from={model_path}",
+         "--seq_length=128", "--global_batch_size=32", "--start_lr=3e-5", "--weight_decay=0.01",
+         f"--epoch_size={epochs}", "--precision=auto", "--eval_steps=78", "--log_steps=10", "--keep_checkpoint_max=1",
+         "--save_checkpoint_steps=78", f"--save_checkpoint_path={run_dir}"],
+        "mindtransformer.tasks.text_classification",
+        [f"--load_checkpoint_path={os.path.join(run_dir, 'final')}", "--task_name=RTE", f"--data_dir={data_dir}"])
     print(f"(RTE dev: 277 pairs, 52.7 % of them 'entailment'; curve: {os.path.join(run_dir, 'loss_curve.png')}; "
           f"HF export: {os.path.join(run_dir, 'final')})")
-    return done.returncode
-
+    return status
 
 
 def squad_run(model_path: str, output_dir: str, epochs: int) -> int:
@@ -129,22 +132,16 @@ def squad_run(model_path: str, output_dir: str, epochs: int) -> int:
     exported HF folder answering the 206 questions of the bundled Force article."""
     run_dir = os.path.join(output_dir, "squad")
     train, dev = (os.path.join(RESOURCES, "squad", name) for name in ("train.json", "dev.json"))
-    command = [sys.executable, "-m", "mindtransformer.trainer.trainer", "--auto_model=bert_squad",
-               f"--train_data_path={train}", f"--init_from={model_path}", "--seq_length=384", "--doc_stride=128",
-               "--global_batch_size=32", "--start_lr=5e-5", "--weight_decay=0.01", f"--epoch_size={epochs}",
-               "--precision=auto", "--log_steps=10", "--keep_checkpoint_max=1", "--save_checkpoint_steps=1000",
-               f"--save_checkpoint_path={run_dir}"]
-    print("$ python -m mindtransformer.trainer.trainer " + " ".join(command[3:]))
-    done = subprocess.run(command)
-    if done.returncode != 0:
-        return done.returncode
-    answer = [sys.executable, "-m", "mindtransformer.tasks.question_answering", f"--eval_data_path={dev}",
-              f"--load_checkpoint_path={os.path.join(run_dir, 'final')}"]
-    print("$ python -m mindtransformer.tasks.question_answering " + " ".join(answer[3:]))
-    done = subprocess.run(answer)
+    status = train_then_evaluate(
+        ["--auto_model=bert_squad", f"--train_data_path={train}", f"--init_from={model_path}", "--seq_length=384",
+         "--doc_stride=128", "--global_batch_size=32", "--start_lr=5e-5", "--weight_decay=0.01",
+         f"--epoch_size={epochs}", "--precision=auto", "--log_steps=10", "--keep_checkpoint_max=1",
+         "--save_checkpoint_steps=1000", f"--save_checkpoint_path={run_dir}"],
+        "mindtransformer.tasks.question_answering",
+        [f"--eval_data_path={dev}", f"--load_checkpoint_path={os.path.join(run_dir, 'final')}"])
     print(f"(answers: {os.path.join(run_dir, 'final', 'predictions.json')}; curve: "
           f"{os.path.join(run_dir, 'loss_curve.png')})")
-    return done.returncode
+    return status
 
 
 if __name__ == "__main__":
