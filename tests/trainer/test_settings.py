@@ -51,6 +51,13 @@ def test_recipe_keys_are_flag_names_and_the_command_line_wins(tmp_path):
     ({"precision": "fp16"}, 1, "needs --device_target=GPU"),
     ({"embedding_size": 100, "num_heads": 12}, 1, "not divisible by --num_heads"),
     ({}, 2, "stand_alone but the launcher started 2 ranks"),
+    ({"auto_model": "bert_squad", "train_data_path": ""}, 1, "--train_data_path is required with --auto_model=bert_squad"),
+    ({"auto_model": "bert_squad", "dataset_format": "tsv"}, 1, "--dataset_format=tsv is for bert_glue"),
+    ({"auto_model": "bert_squad", "dataset_format": "mindrecord", "eval_data_path": "/data/dev.json"}, 1,
+     "pass the evaluation records made by generate_squad_mindrecord.py"),
+    ({"auto_model": "bert_squad", "max_answer_length": 0}, 1, "--max_answer_length=0: must be >= 1"),
+    ({"auto_model": "bert_glue", "task_name": "rte", "data_dir": "/d", "dataset_format": "json"}, 1,
+     "--dataset_format=json is for bert_squad"),
 ])
 def test_cross_field_rules(changes, world, message):
     settings = TrainSettings(**{"train_data_path": "/data", **changes})

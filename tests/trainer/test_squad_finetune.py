@@ -191,3 +191,25 @@ def test_a_checkpoint_of_the_wrong_size_or_without_a_head_is_a_one_line_error(tm
     # A pretrained checkpoint without the question-answering head is not a fine-tuned model.
     one_line_error(answer(f"--eval_data_path={dev_slice[0]}", f"--load_checkpoint_path={minilm_path}"),
                    "no question-answering head weights", "qa_outputs")
+
+
+def test_chinese_cmrc_fine_tunes_and_is_scored_with_the_cmrc_metric(tmp_path, minilm_path):
+    from tests.conftest import shared_file
+
+    trial = shared_file("cmrc2018", "cmrc2018_trial.json")
+    with open(trial, encoding="utf-8") as f:
+        data = json.load(f)
+    data["data"] = data["data"][:3]  # three articles to answer
+    dev = tmp_path / "dev.json"
+    dev.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    done = finetune(*SHORT[:1], f"--train_data_path={trial}", *SHORT[2:], f"--eval_data_path={dev}",
+                    f"--init_from={minilm_path}", "--max_answer_length=64", f"--save_checkpoint_path={tmp_path / 'run'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "5 skipped (answer not found at its answer_start)" in done.stderr
+    manifest = json.loads((tmp_path / "run" / "run_manifest.json").read_text())
+    assert manifest["metric"] == "cmrc" and manifest["skipped_questions"] == [f"TRIAL_210_QUERY_{i}" for i in range(5)]
+    last = evaluations(tmp_path / "run", "f1")[-1]
+    questions = sum(len(p["qas"]) for a in data["data"] for p in a["paragraphs"])
+    assert last["total"] == questions and last["missing_predictions"] == 0 and "average" in last
+    predictions = json.loads((tmp_path / "run" / "predictions.json").read_text(encoding="utf-8"))
+    assert len(predictions) == questions and all(isinstance(v, str) for v in predictions.values())
