@@ -85,7 +85,10 @@ def read_train(settings, tokenizer) -> tuple:
     """(training features, ids of skipped questions)."""
     s = settings
     if reads_records(s):
-        return squad_records.read_train(record_files(s.train_data_path)), []
+        spans = squad_records.read_train(record_files(s.train_data_path))
+        if s.max_train_examples:  # records hold windows: the first N windows
+            spans = squad.SpanFeatures(spans.features[:s.max_train_examples], is_training=True)
+        return spans, []
     read = squad.read_examples(s.train_data_path, is_training=True, version_2_with_negative=s.version_2_with_negative)
     examples = read.examples[:s.max_train_examples] if s.max_train_examples else read.examples
     features = squad.featurize(tokenizer, examples, is_training=True, **window_options(s))

@@ -63,7 +63,8 @@ class TrainSettings:
     label_column: str = _field("label", "--task_name=csv: column of the label")
     dev_fraction: float = _field(0.1, "--task_name=csv without --eval_data_path: share of the file held out "
                                  "(seeded by --seed) for evaluation")
-    max_train_examples: int = _field(0, "fine-tuning: train on the first N examples (SQuAD: questions) only (0: all; for quick runs)")
+    max_train_examples: int = _field(0, "fine-tuning: train on the first N examples only (SQuAD JSON: questions, "
+                                     "SQuAD records: windows; 0: all; for quick runs)")
     vocab_file_path: str = _field("", "vocab.txt of the tokenizer (default: the --init_from folder's)")
     eval_batch_size: int = _field(64, "examples per evaluation batch on each rank")
     group_by_length: bool = _field(True, "fine-tuning: batch examples of similar length (less padding)")
