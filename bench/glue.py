@@ -99,6 +99,9 @@ targs = TrainingArguments(output_dir=args["out"], per_device_train_batch_size=ar
                           logging_strategy="no", disable_tqdm=True, use_cpu=True)
 trainer = Trainer(model=model, args=targs, train_dataset=train, data_collator=DataCollatorWithPadding(tok))
 result = trainer.train()
+# Trainer's evaluation sampler follows group_by_length too, which would return the predictions in
+# a shuffled order: predict in file order.
+trainer.args.train_sampling_strategy = "random"
 logits = trainer.predict(dev).predictions
 predicted = logits.argmax(-1)
 references = np.array([d["labels"] for d in dev])

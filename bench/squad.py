@@ -137,7 +137,11 @@ targs = TrainingArguments(output_dir=a["out"], per_device_train_batch_size=a["ba
 collator = DataCollatorWithPadding(tok) if a["best"] else default_data_collator
 trainer = Trainer(model=model, args=targs, train_dataset=train, data_collator=collator)
 result = trainer.train()
+# Trainer's evaluation sampler follows group_by_length too, which would return the predictions in
+# a shuffled order: predict in file order, as run_qa does (it does not group by length).
+trainer.args.train_sampling_strategy = "random"
 starts, ends = trainer.predict(evaluation).predictions
+assert len(starts) == len(evaluation)
 # run_qa's post-processing: per question, over its windows, the n-best start x end pairs inside
 # the context, end >= start, at most max_answer tokens; the answer text is cut from the context
 # by the offsets; the best score wins
