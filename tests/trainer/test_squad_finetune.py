@@ -38,10 +38,10 @@ def dev_slice(tmp_path_factory):
     return str(path), ids
 
 
-def _fine_tune(tmp_path_factory, minilm_path, dev_slice, backend):
+def _fine_tune(tmp_path_factory, minilm_path, dev_slice, backend, *extra):
     out = tmp_path_factory.mktemp(f"squad-{backend}")
     done = finetune(*SHORT, f"--eval_data_path={dev_slice[0]}", f"--init_from={minilm_path}", f"--backend={backend}",
-                    f"--save_checkpoint_path={out}")
+                    f"--save_checkpoint_path={out}", *extra)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -120,6 +120,7 @@ def test_mindspore_fine_tune_learns_and_answers_from_its_checkpoint(mindspore_ru
 
 
 @pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
+@pytest.mark.slow  # ~30 s; the GLUE twin runs by default
 def test_two_ranks_match_one_process_and_predict_every_window_once(tmp_path, minilm_path, dev_slice):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=2\n")
