@@ -65,7 +65,8 @@ def main(argv=None) -> int:
     if args.predictions_file:
         return score_file(args)
     from mindtransformer.backends import get_backend
-    from mindtransformer.trainer.question_answering import add_windows, answer_and_score, read_eval_set, span_logits
+    from mindtransformer.trainer.question_answering import (add_windows, answer_and_score, read_eval_set, span_logits,
+                                                             window_options)
 
     from_records = os.path.isfile(args.eval_data_path + ".maps.json")
     eval_set = read_eval_set(args.eval_data_path, args.version_2_with_negative, from_records)  # checked first
@@ -83,9 +84,7 @@ def main(argv=None) -> int:
                              f"{model.config.max_position_embeddings}; lower it")
     tokenizer = tokenizer_for(model, args.vocab_file_path)
     backend = get_backend(args.backend)
-    options = {"max_seq_length": args.seq_length, "doc_stride": args.doc_stride,
-               "max_query_length": args.max_query_length, "doc_stride_semantics": args.doc_stride_semantics}
-    add_windows(eval_set, tokenizer, options)
+    add_windows(eval_set, tokenizer, window_options(args))  # the flags have the trainer's names
     if args.metric != "auto":
         eval_set.metric = args.metric
 

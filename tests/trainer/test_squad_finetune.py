@@ -38,10 +38,10 @@ def dev_slice(tmp_path_factory):
     return str(path), ids
 
 
-def _fine_tune(tmp_path_factory, minilm_path, dev_slice, backend, *extra):
+def _fine_tune(tmp_path_factory, minilm_path, dev_slice, backend):
     out = tmp_path_factory.mktemp(f"squad-{backend}")
     done = finetune(*SHORT, f"--eval_data_path={dev_slice[0]}", f"--init_from={minilm_path}", f"--backend={backend}",
-                    f"--save_checkpoint_path={out}", *extra)
+                    f"--save_checkpoint_path={out}")
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -177,6 +177,10 @@ def test_malformed_json_and_a_missing_context_are_one_line_errors(tmp_path, mini
                    "data[0].paragraphs[2] has no 'context' field")
     one_line_error(answer(f"--eval_data_path={dev_slice[0]}", f"--predictions_file={broken}"),
                    str(broken), "not valid JSON")
+    one_line_error(finetune(*SHORT, f"--train_data_path={tmp_path / 'absent.json'}", f"--init_from={minilm_path}",
+                            f"--save_checkpoint_path={tmp_path / 'c'}"), "absent.json: no such SQuAD file")
+    one_line_error(answer(f"--eval_data_path={dev_slice[0]}", "--predictions_fle=p.json"),
+                   "unknown flag --predictions_fle", "--predictions_file")
 
 
 def test_a_checkpoint_of_the_wrong_size_or_without_a_head_is_a_one_line_error(tmp_path, torch_run, dev_slice, minilm_path):
