@@ -28,15 +28,26 @@ MEGA_BATCH = 50  # batches per length-sorted group (HF's LengthGroupedSampler us
 
 def pad_batch(features, indices: Sequence[int], pad_multiple: int = 1, pad_to: int = 0) -> dict:
     """The model's inputs for `indices`: input_ids, attention_mask, token_type_ids (B, T) int64 and
-    the targets; T is the longest example rounded up to pad_multiple, or `pad_to` when given."""
-    longest = max(len(features.input_ids[i]) for i in indices)
+    the targets; T is the longest example rounded up to pad_multiple, or `pad_to` when given.
+    Multiple-choice features (each example a list of C windows) give (B, C, T)."""
+    choices = isinstance(features.input_ids[indices[0]], list)
+    if choices:  # flatten to B * C windows, pad, and fold back
+        rows = [w for i in indices for w in features.input_ids[i]]
+        types_of = [w for i in indices for w in features.segment_ids[i]]
+    else:
+        rows = [features.input_ids[i] for i in indices]
+        types_of = [features.segment_ids[i] for i in indices]
+    longest = max(len(r) for r in rows)
     length = pad_to or -(-longest // pad_multiple) * pad_multiple
-    ids = np.zeros((len(indices), length), dtype=np.int64)
+    ids = np.zeros((len(rows), length), dtype=np.int64)
     types = np.zeros_like(ids)
     mask = np.zeros_like(ids)
-    for row, i in enumerate(indices):
-        n = len(features.input_ids[i])
-        ids[row, :n], types[row, :n], mask[row, :n] = features.input_ids[i], features.segment_ids[i], 1
+    for row, (tokens, segments) in enumerate(zip(rows, types_of)):
+        n = len(tokens)
+        ids[row, :n], types[row, :n], mask[row, :n] = tokens, segments, 1
+    if choices:
+        shape = (len(indices), len(rows) // len(indices), length)
+        ids, types, mask = ids.reshape(shape), types.reshape(shape), mask.reshape(shape)
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
             **features.targets(np.asarray(indices))}
 

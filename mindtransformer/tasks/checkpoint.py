@@ -25,7 +25,8 @@ def model_size_config(vocab_file: str, embedding_size: int, num_layers: int, num
                       num_attention_heads=num_heads, intermediate_size=4 * embedding_size)
 
 
-def load_fine_tuned(path: str, task: str, backend: str, config=None, what: str = "task head"):
+def load_fine_tuned(path: str, task: str, backend: str, config=None, what: str = "task head",
+                    fix: str = "pass a fine-tuned checkpoint (the trainer's final/ folder)"):
     """The `task` model with every weight from `path` (see the module docstring); `config` is used
     when the checkpoint has none of its own."""
     from mindtransformer.models.bert import BertConfig
@@ -43,8 +44,7 @@ def load_fine_tuned(path: str, task: str, backend: str, config=None, what: str =
                              "give its size (--embedding_size, --num_layers, --num_heads)")
     model = from_pretrained(path, task=task, backend=backend, config=config)
     if model.load_report.initialized:
-        raise UserInputError(f"{path}: no {what} weights ({', '.join(model.load_report.initialized)}); "
-                             "pass a fine-tuned checkpoint (the trainer's final/ folder)")
+        raise UserInputError(f"{path}: no {what} weights ({', '.join(model.load_report.initialized)}); {fix}")
     return model
 
 

@@ -45,11 +45,13 @@ class TrainSettings:
     # -- what to train (the original fine-tuning scripts' flags)
     auto_model: str = _field("bert", "bert: MLM+NSP pretraining on records; bert_glue: text classification "
                              "(GLUE or --task_name=csv); bert_squad: extractive question answering (SQuAD "
-                             "format: SQuAD v1.1/v2.0, CMRC 2018, DRCD)", ("bert", "bert_glue", "bert_squad"))
+                             "format: SQuAD v1.1/v2.0, CMRC 2018, DRCD); bert_multiple_choice: multiple-choice "
+                             "questions (TMMLU, MMLU/C-Eval CSV layouts)",
+                             ("bert", "bert_glue", "bert_squad", "bert_multiple_choice"))
     task_name: str = _field("", "bert_glue: a GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli) "
                             "or csv (any CSV/TSV, see --text_column)")
     data_dir: str = _field("", "bert_glue: directory of the task's GLUE files (train.tsv, dev.tsv; MNLI: "
-                           "dev_matched.tsv and dev_mismatched.tsv)")
+                           "dev_matched.tsv and dev_mismatched.tsv); bert_multiple_choice: a CSV, a folder of subject CSVs or TMMLU's folder")
     dataset_format: str = _field("", "fine-tuning data: empty for the task's own files (bert_glue: TSV/CSV, "
                                  "bert_squad: SQuAD JSON; tokenized at start), or records made by "
                                  "generate_glue_mindrecord.py / generate_squad_mindrecord.py in --train_data_path and "
@@ -82,6 +84,12 @@ class TrainSettings:
     version_2_with_negative: bool = _field(False, "bert_squad: SQuAD v2.0 data with unanswerable questions")
     null_score_diff_threshold: float = _field(0.0, "bert_squad v2.0: predict no answer when the null score "
                                               "exceeds the best span's by more than this")
+    # -- bert_multiple_choice
+    subjects: str = _field("", "bert_multiple_choice: comma-separated subjects (file or folder names) to use (empty: all)")
+    num_choices: int = _field(4, "bert_multiple_choice: options per question; questions with another count are "
+                              "skipped and counted")
+    split_seed: int = _field(0, "bert_multiple_choice with --data_dir: seed of the per-subject 70/25/5 "
+                             "train/validation/test split")
     # -- ours
     backend: str = _field("torch", "torch or mindspore", ("torch", "mindspore"))
     max_predictions_per_seq: int = _field(20, "masked positions per instance; must equal the records'")
@@ -150,7 +158,7 @@ def run_dir(settings: TrainSettings) -> str:
     """Where a run writes: --save_checkpoint_path, or outputs/pretrain, outputs/squad or outputs/<task_name>."""
     if settings.save_checkpoint_path:
         return settings.save_checkpoint_path
-    named = {"bert": "pretrain", "bert_squad": "squad"}
+    named = {"bert": "pretrain", "bert_squad": "squad", "bert_multiple_choice": "multiple_choice"}
     return os.path.join("outputs", named.get(settings.auto_model) or settings.task_name.lower() or "glue")
 
 
@@ -286,6 +294,8 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
         _check_glue(s)
     if s.auto_model == "bert_squad":
         _check_squad(s)
+    if s.auto_model == "bert_multiple_choice":
+        _check_multiple_choice(s)
     if s.load_checkpoint_path and not os.path.exists(s.load_checkpoint_path):
         raise UserInputError(f"--load_checkpoint_path={s.load_checkpoint_path}: no such checkpoint")
 
@@ -319,3 +329,14 @@ def _check_squad(s: TrainSettings) -> None:
     for name in ("doc_stride", "max_query_length", "n_best_size", "max_answer_length"):
         if getattr(s, name) < 1:
             raise UserInputError(f"--{name}={getattr(s, name)}: must be >= 1")
+
+
+def _check_multiple_choice(s: TrainSettings) -> None:
+    if not s.data_dir and not (s.train_data_path and s.eval_data_path):
+        raise UserInputError("--auto_model=bert_multiple_choice needs --data_dir (questions to split 70/25/5) or "
+                             "--train_data_path and --eval_data_path")
+    if s.dataset_format:
+        raise UserInputError(f"--dataset_format={s.dataset_format}: bert_multiple_choice reads CSV or JSON questions; "
+                             "leave it empty")
+    if not 2 <= s.num_choices <= 10:
+        raise UserInputError(f"--num_choices={s.num_choices}: must be between 2 and 10")

@@ -1,10 +1,11 @@
-"""`python -m mindtransformer.trainer.trainer --auto_model=bert|bert_glue|bert_squad [--key=value ...]`: the
+"""`python -m mindtransformer.trainer.trainer --auto_model=bert|bert_glue|bert_squad|bert_multiple_choice [...]`: the
 one training entry point (the original suite's name); --auto_model picks the job, everything
 else (flags, loop, precision, accumulation, resume, logs, data parallelism) is shared.
 
     bert       MLM + NSP pretraining on records (trainer/pretrain.py)
     bert_glue  GLUE or CSV text classification (trainer/classification.py)
     bert_squad SQuAD-format question answering (trainer/question_answering.py)
+    bert_multiple_choice  multiple-choice questions (trainer/multiple_choice.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ def main(argv=None, prog: str = "python -m mindtransformer.trainer.trainer") -> 
         from mindtransformer.trainer.classification import classification_job as make_job
     elif settings.auto_model == "bert_squad":
         from mindtransformer.trainer.question_answering import squad_job as make_job
+    elif settings.auto_model == "bert_multiple_choice":
+        from mindtransformer.trainer.multiple_choice import multiple_choice_job as make_job
     else:
         from mindtransformer.trainer.pretrain import pretraining_job as make_job
     job = make_job(settings, world)  # reads and checks the data before anything heavy

@@ -46,9 +46,9 @@ def to_numpy(tensor) -> np.ndarray:
 
 def infer(model, inputs: dict) -> dict:
     """Run the model on numpy inputs without gradients; numpy outputs."""
+    device = next(model.parameters()).device  # the inputs go where the model is (CPU or a GPU)
     with torch.no_grad():
-        outputs = model(to_tensor(inputs["input_ids"]), to_tensor(inputs["attention_mask"]),
-                        to_tensor(inputs["token_type_ids"]))
+        outputs = model(*(to_tensor(inputs[k]).to(device) for k in ("input_ids", "attention_mask", "token_type_ids")))
     return {k: to_numpy(v) for k, v in outputs.items()}
 
 
