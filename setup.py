@@ -9,7 +9,7 @@ EXTRAS = {
     "tensorflow": ["tensorflow-cpu==2.21.0"],
     "mpi": ["mpi4py>=4.0"],
     "hf": ["transformers>=5.0,<6"],
-    "deepspeed": ["deepspeed"],
+    "deepspeed": ["deepspeed==0.19.8"],  # ZeRO on torch; its CPU kernels are built at first use (g++)
     # Pretraining data: WikiExtractor for dumps, jieba for Chinese whole-word masking.
     "data": ["wikiextractor==3.1.0", "jieba==0.42.1"],
     # Training logs as TensorBoard event files (written only when this is installed).
@@ -20,7 +20,7 @@ EXTRAS = {
     "bench": ["bert-tensorflow==1.0.4", "accelerate>=1.0"],
 }
 EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf", "data",
-                                                                "tensorboard") for req in EXTRAS[name]})
+                                                                "tensorboard", "deepspeed") for req in EXTRAS[name]})
 
 setup(
     name="mindtransformer",

@@ -13,7 +13,6 @@ or masked-LM checkpoint), a MindSpore .ckpt beside its config.json, or a trainer
 from __future__ import annotations
 
 import json
-import sys
 
 from mindtransformer.errors import UserInputError
 from mindtransformer.tasks.masked_lm import MaskedLanguageModel

@@ -64,13 +64,21 @@ def complete_checkpoints(root: str) -> list:
     return sorted(found, key=lambda p: int(p.rsplit("-step", 1)[-1]) if p.rsplit("-step", 1)[-1].isdigit() else -1)
 
 
-def resolve(path: str) -> str:
-    """A checkpoint directory from --load_checkpoint_path: the checkpoint itself, or a run
-    directory / checkpoints directory (its newest complete checkpoint)."""
-    if os.path.isfile(os.path.join(path, STATE_FILE)):
+def resolve(path: str, ckpt_id: str = "") -> str:
+    """A checkpoint directory from --load_checkpoint_path (--load_dir): the checkpoint itself, or a
+    run directory / checkpoints directory: its newest complete checkpoint, or the one named by
+    `ckpt_id` (a directory name or a step number)."""
+    if os.path.isfile(os.path.join(path, STATE_FILE)) and not ckpt_id:
         return path
     for root in (os.path.join(path, "checkpoints"), path):
         done = complete_checkpoints(root)
+        if done and ckpt_id:
+            wanted = [d for d in done if os.path.basename(d) == ckpt_id
+                      or (ckpt_id.isdigit() and d.endswith(f"-step{int(ckpt_id):08d}"))]
+            if not wanted:
+                names = ", ".join(os.path.basename(d) for d in done)
+                raise UserInputError(f"--ckpt_id={ckpt_id}: no such checkpoint in {root} (there: {names})")
+            return wanted[0]
         if done:
             return done[-1]
     raise UserInputError(f"--load_checkpoint_path={path}: no complete checkpoint there (a directory with "

@@ -7,6 +7,7 @@ batches, the evaluation and the metric that picks the best checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
@@ -72,7 +73,7 @@ def train(settings, world, job: Job) -> int:
     out = run_dir(s)
     run_shape = {"backend": s.backend, "world_size": world.size, "global_batch_size": s.global_batch_size,
                  "grad_accumulation_steps": s.grad_accumulation_steps, "seq_length": s.seq_length}
-    resume_dir = ckpt.resolve(s.load_checkpoint_path) if s.load_checkpoint_path else None
+    resume_dir = ckpt.resolve(s.load_checkpoint_path, s.ckpt_id) if s.load_checkpoint_path else None
     state = ckpt.read_state(resume_dir, config.to_dict(), run_shape) if resume_dir else None
     steps = total_steps(s, job)
     warmup = s.warmup_steps or int(round(s.warmup_ratio * steps))
@@ -89,11 +90,7 @@ def train(settings, world, job: Job) -> int:
     else:
         model = build_model(config, job.task, s.backend)
     backend.manual_seed(s.seed + 1 + world.rank)  # dropout differs by rank
-    only_mindspore = {"jit": s.mindspore_mode == "graph", "seed": s.seed} if s.backend == "mindspore" else {}
-    engine = importlib.import_module(f"mindtransformer.backends.{s.backend}.train").Engine(
-        model, world, optimizer=s.optimizer, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
-        clip_grad_norm=s.clip_grad_norm, precision=effective_precision(s), device_target=s.device_target,
-        num_threads=s.num_threads, **only_mindspore)
+    engine = make_engine(s, model, world)
     best = job.best
     position, start_step = {"epoch": 0, "batches": 0}, 0
     if state:
@@ -141,6 +138,32 @@ def train(settings, world, job: Job) -> int:
     return 0
 
 
+def make_engine(settings, model, world):
+    """The backend's engine; with --deepspeed the DeepSpeed engine, or (DeepSpeed absent or failing
+    to start) the plain one with the same settings and one warning."""
+    s = settings
+    options = dict(optimizer=s.optimizer, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
+                   precision=effective_precision(s), device_target=s.device_target, num_threads=s.num_threads)
+    if s.deepspeed:
+        from mindtransformer.trainer import deepspeed_config
+
+        config = deepspeed_config.filled_config(deepspeed_config.read_config(s.deepspeed), s, world.size)
+        try:
+            from mindtransformer.backends.torch.deepspeed_engine import DeepSpeedEngine
+
+            return DeepSpeedEngine(model, world, config, **options)
+        except ImportError as err:
+            why = f"DeepSpeed is not installed ({first_line(err)}; pip install deepspeed)"
+        except Exception as err:  # noqa: BLE001  DeepSpeed raises many kinds when it cannot start
+            why = f"DeepSpeed failed to start ({type(err).__name__}: {first_line(err)})"
+        if world.is_main:
+            print(f"WARNING: {why}; training with the plain trainer and the same settings from {s.deepspeed} "
+                  "(no ZeRO partitioning)", file=sys.stderr, flush=True)
+    only_mindspore = {"jit": s.mindspore_mode == "graph", "seed": s.seed} if s.backend == "mindspore" else {}
+    return importlib.import_module(f"mindtransformer.backends.{s.backend}.train").Engine(
+        model, world, clip_grad_norm=s.clip_grad_norm, **options, **only_mindspore)
+
+
 def replica_fingerprints(engine, world, step: int) -> list:
     """Every rank's fingerprint of its parameters (sum of |w| in float64), gathered on every
     rank; data parallelism is only correct while they are all equal, so a difference stops the
@@ -159,7 +182,8 @@ def export(engine, model, folder: str, settings, tokenizer=None) -> None:
     """The trained model as an HF folder (and a MindSpore .ckpt for the MindSpore backend)."""
     from mindtransformer.pretrained import save_pretrained
 
-    save_pretrained(model, folder, tokenizer)
+    with getattr(engine, "full_parameters", contextlib.nullcontext)():  # ZeRO-3: gather the partitions
+        save_pretrained(model, folder, tokenizer)
     if settings.backend == "mindspore":
         from mindtransformer.backends.mindspore import write_checkpoint
 

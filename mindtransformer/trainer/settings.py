@@ -123,6 +123,14 @@ class TrainSettings:
     seed: int = _field(0, "seed of the model initialisation, dropout and data order")
     do_shuffle: bool = _field(True, "shuffle file order and records (a seeded buffer) each epoch")
     shuffle_buffer: int = _field(10000, "records in the shuffle buffer")
+    # -- DeepSpeed (torch backend)
+    deepspeed: str = _field("", "a DeepSpeed JSON config: train on DeepSpeed (ZeRO stage 0-3; its batch, clipping, "
+                            "precision, optimizer and scheduler blocks set the matching flags); without DeepSpeed "
+                            "installed, or if it fails to start, the plain trainer runs the same settings (one warning)")
+    ckpt_id: str = _field("", "with --load_dir: the checkpoint to resume (its directory name, e.g. bert-step00000100, "
+                          "or a step number; empty: the newest)")
+    local_rank: int = _field(-1, "passed by the deepspeed launcher and not used: the ranks are read from the "
+                             "launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK)")
     # -- data parallel: where rank 0 listens; the launcher (mpirun, torchrun, msrun) sets ranks
     master_addr: str = _field("", "address of rank 0 (default: $MASTER_ADDR, else 127.0.0.1)")
     master_port: int = _field(0, "port of rank 0 (default: $MASTER_PORT, else 29500)")
@@ -132,7 +140,9 @@ class TrainSettings:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}
 # The original scripts' other names for the same settings (flags and recipe keys).
-ALIASES = {"start_lr": "learning_rate", "dropout_prob": "dropout", "train_data_shuffle": "do_shuffle"}
+ALIASES = {"start_lr": "learning_rate", "dropout_prob": "dropout", "train_data_shuffle": "do_shuffle",
+           # DeepSpeed users' names
+           "save_dir": "save_checkpoint_path", "load_dir": "load_checkpoint_path"}
 METRIC_OF_METHOD = {"accuracy": "accuracy", "f1": "f1", "mcc": "matthews_corrcoef",
                     "spearman_correlation": "spearman", "pearson": "pearson", "f1_weighted": "f1_weighted"}
 
@@ -296,6 +306,10 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
         _check_squad(s)
     if s.auto_model == "bert_multiple_choice":
         _check_multiple_choice(s)
+    if s.deepspeed and s.backend != "torch":
+        raise UserInputError("--deepspeed is for --backend=torch; MindSpore runs its own data parallelism")
+    if s.ckpt_id and not s.load_checkpoint_path:
+        raise UserInputError("--ckpt_id names a checkpoint under --load_dir; pass --load_dir too")
     if s.load_checkpoint_path and not os.path.exists(s.load_checkpoint_path):
         raise UserInputError(f"--load_checkpoint_path={s.load_checkpoint_path}: no such checkpoint")
 

@@ -17,6 +17,12 @@ from mindtransformer.trainer.settings import check, parse_settings
 def main(argv=None, prog: str = "python -m mindtransformer.trainer.trainer") -> int:
     settings = parse_settings(argv, prog=prog, description=__doc__.split("\n\n")[0])
     world = world_from_env(settings)
+    if settings.deepspeed:  # its blocks set the matching flags, before the rules are checked
+        from mindtransformer.trainer.deepspeed_config import apply_to_settings
+
+        settings, _, taken = apply_to_settings(settings, world.size)
+        if taken and world.is_main:
+            print(f"from {settings.deepspeed}: " + ", ".join(f"--{k}={v}" for k, v in taken), flush=True)
     check(settings, world.size)
     if settings.auto_model == "bert_glue":
         from mindtransformer.trainer.classification import classification_job as make_job

@@ -14,7 +14,7 @@ import torch
 
 from mindtransformer.backends.common import forward_arguments
 from mindtransformer.backends.torch import make_optimizer, named_arrays
-from mindtransformer.errors import CollectiveError, first_line
+from mindtransformer.errors import CollectiveError, UserInputError, first_line
 
 
 class Engine:
@@ -140,6 +140,9 @@ class Engine:
     def load(self, directory: str, state: dict) -> None:
         from safetensors.torch import load_file
 
+        if state.get("deepspeed"):
+            raise UserInputError(f"{directory}: a DeepSpeed checkpoint; resume it with --deepspeed and its config")
+
         weights = load_file(os.path.join(directory, "model.safetensors"), device=str(self.device))
         self.model.load_state_dict(weights, strict=True)
         optimizer_state = torch.load(os.path.join(directory, "optimizer.pt"), map_location=self.device, weights_only=True)
@@ -171,6 +174,8 @@ def _join(world, backend: str) -> None:
     """Join the process group at rank 0's address; collectives time out after world.timeout_s."""
     import torch.distributed as dist
 
+    if dist.is_initialized():  # joined already (a DeepSpeed engine that failed to start, then this one)
+        return
     if world.network_interface:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", world.network_interface)
         os.environ.setdefault("NCCL_SOCKET_IFNAME", world.network_interface)
