@@ -27,7 +27,8 @@ setup(
     version="0.1.0",
     description=__doc__,
     packages=find_packages(include=["mindtransformer", "mindtransformer.*"]),
-    package_data={"mindtransformer": ["resources/*", "resources/glue/*/*", "resources/squad/*"]},
+    package_data={"mindtransformer": ["resources/*", "resources/glue/*/*", "resources/squad/*", "resources/tmmlu/*",
+                                      "resources/tmmlu/subjects/*/*"]},
     python_requires=">=3.9",
     install_requires=[
         "numpy>=1.23,<2",  # MindSpore's kernels are built against NumPy 1.x

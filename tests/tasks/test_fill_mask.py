@@ -18,17 +18,21 @@ PROMPTS = ["The capital of France is [MASK].", "She went to the [MASK] to buy so
            "I [MASK] this movie, it was [MASK] good.", "今天天氣很[MASK]。"]
 
 
-@pytest.fixture(scope="module")
-def mlm_folder(tmp_path_factory, minilm_path):
+def save_with_head(minilm_path, task, folder):
+    """The real MiniLM with a seeded head for `task`, saved as an HF folder."""
     from mindtransformer.backends import get_backend
     from mindtransformer.pretrained import from_pretrained, save_pretrained
 
     get_backend("torch").manual_seed(0)
-    model = from_pretrained(minilm_path, task="masked_lm")
+    model = from_pretrained(minilm_path, task=task)
     assert any(k.startswith("cls.predictions") for k in model.load_report.initialized)
-    folder = str(tmp_path_factory.mktemp("mlm") / "hf")
     save_pretrained(model, folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def mlm_folder(tmp_path_factory, minilm_path):
+    return save_with_head(minilm_path, "masked_lm", str(tmp_path_factory.mktemp("mlm") / "hf"))
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +69,14 @@ def test_same_top_k_as_transformers_pipeline(mlm_folder, prompt):
     from mindtransformer.tasks.masked_lm import MaskedLanguageModel
 
     assert_same(MaskedLanguageModel.load(mlm_folder).fill(prompt, 5), hf_fill(mlm_folder, prompt), 1e-6)
+
+
+def test_pretraining_checkpoint(tmp_path, minilm_path):
+    """A BertForPreTraining folder (MLM + NSP heads, what our pretraining runs export)."""
+    from mindtransformer.tasks.masked_lm import MaskedLanguageModel
+
+    folder = save_with_head(minilm_path, "pretraining", str(tmp_path / "pretraining"))
+    assert_same(MaskedLanguageModel.load(folder).fill(PROMPTS[0], 5), hf_fill(folder, PROMPTS[0]), 1e-6)
 
 
 def test_mindspore_checkpoint_on_both_backends(mlm_folder, mlm_ckpt):
