@@ -7,9 +7,9 @@
 # --split_seed; the model starts from $INIT_FROM (default: the bundled real MiniLM). Defaults:
 # max_seq 128, batch 16, lr 5e-5, 3 epochs, bf16 on torch where the CPU/GPU has it. Flags after
 # DEVICE_ID go to the trainer, e.g. --subjects=普通物理 --train_steps=20; see
-# python -m mindtransformer.trainer.trainer --help. Output: outputs/multiple_choice (metrics.jsonl,
-# loss_curve.png, *_questions.json, final/ HF folder) and outputs/multiple_choice/eval
-# (accuracy.md, accuracy.json, accuracy.png).
+# python -m mindtransformer.trainer.trainer --help. Output: $MC_OUT (default outputs/multiple_choice:
+# metrics.jsonl, loss_curve.png, *_questions.json, final/ HF folder) and $MC_OUT/eval (accuracy.md,
+# accuracy.json, accuracy.png).
 set -euo pipefail
 source "$(dirname "$0")/../common.sh"
 usage 1 $# "bash $0 DEVICE_ID [--key=value ...]"
@@ -17,7 +17,7 @@ DEVICE_ID=$1
 shift
 model_default
 MC_DATA=${MC_DATA:-$ROOT/mindtransformer/resources/tmmlu}
-OUT=outputs/multiple_choice
+OUT=${MC_OUT:-outputs/multiple_choice}
 export DEVICE_ID CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-$DEVICE_ID}
 "$PYTHON" -m mindtransformer.trainer.trainer --auto_model=bert_multiple_choice --data_dir="$MC_DATA" \
   --init_from="$INIT_FROM" --save_checkpoint_path="$OUT" --seq_length=128 --global_batch_size=16 \

@@ -81,14 +81,18 @@ def test_bad_configs_are_one_line_errors(tmp_path, config, message):
     assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
-def test_deepspeed_flags_through_the_command_line(tmp_path, minilm_path):
+def test_deepspeed_flags(tmp_path, minilm_path):
+    from mindtransformer.trainer.settings import check
+
     done = finetune(*rte_args(minilm_path, str(tmp_path)), f"--deepspeed={tmp_path / 'missing.json'}")
     one_line_error(done, "--deepspeed=", "no such file")
-    done = finetune(*rte_args(minilm_path, str(tmp_path)), "--backend=mindspore",
-                    f"--deepspeed={write_config(tmp_path / 'ds.json', 0)}")
-    one_line_error(done, "--deepspeed is for --backend=torch")
-    done = finetune(*rte_args(minilm_path, str(tmp_path)), "--ckpt_id=3")
-    one_line_error(done, "--ckpt_id names a checkpoint under --load_dir")
+    config = write_config(tmp_path / "ds.json", 0)
+    with pytest.raises(UserInputError, match="--deepspeed is for --backend=torch"):
+        check(parse_settings([f"--deepspeed={config}", "--backend=mindspore", "--train_data_path=x"]))
+    with pytest.raises(UserInputError, match="--ckpt_id names a checkpoint under --load_dir"):
+        check(parse_settings(["--ckpt_id=3", "--train_data_path=x"]))
+    # the deepspeed launcher passes --local_rank; it is accepted (the ranks come from the environment)
+    assert parse_settings(["--local_rank=1"]).local_rank == 1
 
 
 # ---- the fallback and the engine -------------------------------------------------------------

@@ -92,3 +92,17 @@ def test_errors(tmmlu, minilm_path, tmp_path):
     one_line_error(done, "neither a multiple-choice head nor a masked-LM head")
     done = finetune("--auto_model=bert_multiple_choice", f"--init_from={minilm_path}")
     one_line_error(done, "needs --data_dir")
+
+
+
+@pytest.mark.slow
+def test_example_script_on_the_bundled_subjects(tmp_path):
+    from tests.trainer.cli import run_script
+
+    out = str(tmp_path / "run")
+    done = run_script("finetune/run_multiple_choice.sh", 0, "--train_steps=2", env={"MC_OUT": out})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.load(open(os.path.join(out, "eval", "accuracy.json"), encoding="utf-8"))
+    # the three bundled subjects' test split: 2 + 1 + 1 questions
+    assert summary["questions"] == {"overall": 4, "普通物理": 2, "國際法": 1, "邏輯推理": 1}
+    assert set(summary["models"]) == {"untuned", "fine_tuned"}
