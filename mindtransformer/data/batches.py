@@ -30,7 +30,7 @@ def pad_batch(features, indices: Sequence[int], pad_multiple: int = 1, pad_to: i
     """The model's inputs for `indices`: input_ids, attention_mask, token_type_ids (B, T) int64 and
     the targets; T is the longest example rounded up to pad_multiple, or `pad_to` when given.
     Multiple-choice features (each example a list of C windows) give (B, C, T)."""
-    choices = isinstance(features.input_ids[indices[0]], list)
+    choices = not np.isscalar(features.input_ids[indices[0]][0])  # a list of C windows, not of token ids
     if choices:  # flatten to B * C windows, pad, and fold back
         rows = [w for i in indices for w in features.input_ids[i]]
         types_of = [w for i in indices for w in features.segment_ids[i]]
