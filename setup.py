@@ -10,6 +10,7 @@ EXTRAS = {
     "mpi": ["mpi4py>=4.0"],
     "hf": ["transformers>=5.0,<6"],
     "deepspeed": ["deepspeed==0.19.8"],  # ZeRO on torch; its CPU kernels are built at first use (g++)
+    "peft": ["peft==0.21.2"],  # not imported by the package: tests load our LoRA adapters with it and its with ours
     # Pretraining data: WikiExtractor for dumps, jieba for Chinese whole-word masking.
     "data": ["wikiextractor==3.1.0", "jieba==0.42.1"],
     # Training logs as TensorBoard event files (written only when this is installed).
@@ -20,7 +21,7 @@ EXTRAS = {
     "bench": ["bert-tensorflow==1.0.4", "accelerate>=1.0"],
 }
 EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf", "data",
-                                                                "tensorboard", "deepspeed") for req in EXTRAS[name]})
+                                                                "tensorboard", "deepspeed", "peft") for req in EXTRAS[name]})
 
 setup(
     name="mindtransformer",

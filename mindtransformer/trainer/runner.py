@@ -89,6 +89,13 @@ def train(settings, world, job: Job) -> int:
                 print(line, file=sys.stderr)
     else:
         model = build_model(config, job.task, s.backend)
+    if s.peft:
+        from mindtransformer.models.bert.lora import LoraSettings, apply_lora
+
+        apply_lora(model, LoraSettings(r=s.lora_rank, alpha=s.lora_alpha, dropout=s.lora_dropout,
+                                       target_modules=tuple(t.strip() for t in s.lora_target_modules.split(",") if t.strip())))
+    if world.is_main:
+        print(parameter_table(model, s.peft), file=sys.stderr, flush=True)
     backend.manual_seed(s.seed + 1 + world.rank)  # dropout differs by rank
     engine = make_engine(s, model, world)
     best = job.best
@@ -178,9 +185,25 @@ def replica_fingerprints(engine, world, step: int) -> list:
     return found
 
 
+def parameter_table(model, peft: str = "") -> str:
+    from mindtransformer.models.bert.lora import parameter_counts
+
+    counts = parameter_counts(model)
+    return (f"parameters: {counts['total']:,} total, {counts['trainable']:,} trainable "
+            f"({counts['percent']:.2f} %){' with ' + peft if peft else ''}")
+
+
 def export(engine, model, folder: str, settings, tokenizer=None) -> None:
-    """The trained model as an HF folder (and a MindSpore .ckpt for the MindSpore backend)."""
+    """The trained model as an HF folder (and a MindSpore .ckpt for the MindSpore backend); with
+    --peft the adapter is saved apart (`final/adapter/`) and merged into the HF folder's weights."""
     from mindtransformer.pretrained import save_pretrained
+
+    if getattr(model, "lora", None) is not None:
+        from mindtransformer.adapters import save_adapter
+        from mindtransformer.models.bert.lora import merge_lora
+
+        save_adapter(model, os.path.join(folder, "adapter"), settings.init_from)
+        merge_lora(model)
 
     with getattr(engine, "full_parameters", contextlib.nullcontext)():  # ZeRO-3: gather the partitions
         save_pretrained(model, folder, tokenizer)

@@ -123,6 +123,15 @@ class TrainSettings:
     seed: int = _field(0, "seed of the model initialisation, dropout and data order")
     do_shuffle: bool = _field(True, "shuffle file order and records (a seeded buffer) each epoch")
     shuffle_buffer: int = _field(10000, "records in the shuffle buffer")
+    # -- parameter-efficient fine-tuning
+    peft: str = _field("", "train an adapter instead of every weight: lora (the base frozen; the adapter is saved "
+                       "apart in peft's layout and merged into final/)", ("", "lora"))
+    lora_rank: int = _field(8, "--peft=lora: rank r of each adapter")
+    lora_alpha: float = _field(16.0, "--peft=lora: the adapter's output is scaled by alpha / r")
+    lora_dropout: float = _field(0.1, "--peft=lora: dropout on the adapter's input")
+    lora_target_modules: str = _field("query,value", "--peft=lora: comma-separated Linear layers to adapt, by name or "
+                                      "dotted suffix (query, key, value, attention.output.dense, intermediate.dense, "
+                                      "output.dense)")
     # -- DeepSpeed (torch backend)
     deepspeed: str = _field("", "a DeepSpeed JSON config: train on DeepSpeed (ZeRO stage 0-3; its batch, clipping, "
                             "precision, optimizer and scheduler blocks set the matching flags); without DeepSpeed "
@@ -306,6 +315,10 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
         _check_squad(s)
     if s.auto_model == "bert_multiple_choice":
         _check_multiple_choice(s)
+    if s.peft and s.backend != "torch":
+        raise UserInputError(f"--peft={s.peft} runs on --backend=torch (MindSpore adapters are not built yet)")
+    if s.peft and not s.init_from and not s.load_checkpoint_path:
+        raise UserInputError(f"--peft={s.peft} adapts a trained model: pass --init_from (an HF folder or a .ckpt)")
     if s.deepspeed and s.backend != "torch":
         raise UserInputError("--deepspeed is for --backend=torch; MindSpore runs its own data parallelism")
     if s.ckpt_id and not s.load_checkpoint_path:

@@ -35,6 +35,21 @@ def load_arrays(model, arrays: dict) -> None:
         target.set_data(ms.Tensor(np.ascontiguousarray(value), dtype=target.dtype))
 
 
+def named_modules(model) -> list:
+    """(dotted name, cell) for the model and every sub-cell."""
+    return list(model.cells_and_names())
+
+
+def set_trainable(model, names) -> None:
+    """Train exactly the parameters in `names`; freeze the rest."""
+    for name, parameter in _parameters(model).items():
+        parameter.requires_grad = name in names
+
+
+def trainable_names(model) -> list:
+    return [name for name, parameter in _parameters(model).items() if parameter.requires_grad]
+
+
 def manual_seed(seed: int) -> None:
     """Seed weight initialisation (numpy, see nn._normal) and dropout."""
     ms.set_seed(seed)

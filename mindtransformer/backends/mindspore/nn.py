@@ -36,15 +36,16 @@ def _normal(shape, std):
 class Linear(Module):
     """y = x W^T + b with W (out, in), as torch.nn.Linear."""
 
-    def __init__(self, in_features: int, out_features: int, init_std: float = 0.02):
+    def __init__(self, in_features: int, out_features: int, init_std: float = 0.02, bias: bool = True):
         super().__init__()
         self.weight = _normal((out_features, in_features), init_std)
-        self.bias = Parameter(Tensor(np.zeros(out_features, np.float32)))
+        self.bias = Parameter(Tensor(np.zeros(out_features, np.float32))) if bias else None
 
     def forward(self, x):
         # Under mixed precision (Cell.to_float / amp) x arrives in fp16/bf16 while the master
-        # weights stay fp32: compute in x's dtype. The comparison folds away in GRAPH mode.
-        return _ops.dense(x, _as_dtype(self.weight, x.dtype), _as_dtype(self.bias, x.dtype))
+        # weights stay fp32: compute in x's dtype. The comparisons fold away in GRAPH mode.
+        bias = None if self.bias is None else _as_dtype(self.bias, x.dtype)
+        return _ops.dense(x, _as_dtype(self.weight, x.dtype), bias)
 
 
 class Embedding(Module):

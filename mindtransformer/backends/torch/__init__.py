@@ -27,6 +27,21 @@ def load_arrays(model, arrays: dict) -> None:
             target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
 
 
+def named_modules(model) -> list:
+    """(dotted name, module) for the model and every submodule."""
+    return list(model.named_modules())
+
+
+def set_trainable(model, names) -> None:
+    """Train exactly the parameters in `names`; freeze the rest."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name in names)
+
+
+def trainable_names(model) -> list:
+    return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+
+
 def manual_seed(seed: int) -> None:
     """Seed weight initialisation and dropout."""
     torch.manual_seed(seed)

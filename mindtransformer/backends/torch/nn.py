@@ -8,10 +8,11 @@ ModuleList = _nn.ModuleList
 
 
 class Linear(_nn.Linear):
-    def __init__(self, in_features: int, out_features: int, init_std: float = 0.02):
-        super().__init__(in_features, out_features)
+    def __init__(self, in_features: int, out_features: int, init_std: float = 0.02, bias: bool = True):
+        super().__init__(in_features, out_features, bias=bias)
         _nn.init.normal_(self.weight, std=init_std)
-        _nn.init.zeros_(self.bias)
+        if bias:
+            _nn.init.zeros_(self.bias)
 
 
 class Embedding(_nn.Embedding):

@@ -313,6 +313,23 @@ class BertForQuestionAnswering(nn.Module):
         return {"start_logits": start, "end_logits": end, "loss": loss}
 
 
+class LoraLinear(nn.Module):
+    """LoRA around a Linear: base_layer(x) + (alpha / r) * lora_B(lora_A(dropout(x))), with peft's
+    module names (`query.base_layer`, `query.lora_A`, `query.lora_B`). lora_B starts at zero, so the
+    wrapped layer starts as the plain one; lora_A ~ N(0, 1/r) (peft's "gaussian" init)."""
+
+    def __init__(self, base_layer, in_features: int, out_features: int, r: int, alpha: float, dropout: float):
+        super().__init__()
+        self.base_layer = base_layer
+        self.lora_A = nn.Linear(in_features, r, 1.0 / r, bias=False)  # (r, in)
+        self.lora_B = nn.Linear(r, out_features, 0.0, bias=False)     # (out, r), zeros
+        self.lora_dropout = nn.Dropout(dropout)
+        self.scaling = alpha / r
+
+    def forward(self, x):
+        return self.base_layer(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+
+
 # task name -> class; the class name is also HF's architecture name written to config.json.
 TASKS = {
     "base": BertModel,

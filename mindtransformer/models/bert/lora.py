@@ -1,0 +1,99 @@
+"""LoRA on the one BERT definition: wrap Linear layers, freeze the rest, merge the adapter back
+into plain weights (saving and loading adapters: mindtransformer/adapters.py).
+
+- `apply_lora(model, LoraSettings(...))` replaces every Linear whose dotted name is a target or
+  ends with "." + a target (peft's matching: `query`, `value`, `attention.output.dense`,
+  `intermediate.dense`, ...) by `LoraLinear` (models/bert/modeling.py), then trains only the LoRA
+  matrices and the task head (`classifier`, `qa_outputs`, `cls`: peft's modules_to_save).
+- `merge_lora(model)`: W <- W + (alpha / r) B A in each wrapped layer and the wrappers removed:
+  a plain BERT with HF names that `save_pretrained` writes and `transformers` loads.
+
+Shape legend: I in features, O out features, r rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Tuple
+
+import numpy as np
+
+from mindtransformer.backends import get_backend
+from mindtransformer.errors import UserInputError
+
+HEAD_PREFIXES = ("classifier.", "qa_outputs.", "cls.")  # trained with the adapter, saved with it (peft's modules_to_save)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSettings:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.1
+    target_modules: Tuple[str, ...] = ("query", "value")
+
+    def __post_init__(self):
+        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1 or not self.target_modules:
+            raise UserInputError(f"LoRA: rank {self.r} must be >= 1, alpha {self.alpha} > 0, dropout {self.dropout} in "
+                                 "[0, 1) and at least one target module given")
+
+
+def _matches(name: str, targets) -> bool:
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def _lora_layers(model) -> list:
+    modeling_lora = type(model).__module__  # the backend's copy of modeling.py
+    return [(name, module) for name, module in get_backend(model.backend).named_modules(model)
+            if type(module).__name__ == "LoraLinear" and type(module).__module__ == modeling_lora]
+
+
+def apply_lora(model, settings: LoraSettings):
+    """Wrap the target Linears of `model` in place (see the module docstring); returns the model."""
+    from mindtransformer.models.bert import modeling_for
+
+    bound = get_backend(model.backend)
+    linear = modeling_for(model.backend).nn.Linear
+    lora_linear = modeling_for(model.backend).LoraLinear
+    modules = dict(bound.named_modules(model))
+    targets = [name for name, m in modules.items() if name and isinstance(m, linear) and _matches(name, settings.target_modules)]
+    if not targets:
+        linears = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items() if isinstance(m, linear)})
+        raise UserInputError(f"--lora_target_modules={','.join(settings.target_modules)} matches no Linear layer; "
+                             f"BERT's are named {', '.join(linears)} (or dotted, e.g. attention.output.dense)")
+    for name in targets:
+        parent_name, _, child = name.rpartition(".")
+        base = modules[name]
+        out_features, in_features = bound.parameter_shapes(base)["weight"]
+        setattr(modules[parent_name], child, lora_linear(base, in_features, out_features, settings.r, settings.alpha,
+                                                         settings.dropout))
+    model.lora = settings
+    bound.set_trainable(model, {n for n in bound.parameter_shapes(model)
+                                if ".lora_A." in n or ".lora_B." in n or n.startswith(HEAD_PREFIXES)})
+    return model
+
+
+def merge_lora(model):
+    """Fold every adapter into its base weight, W (O, I) += scaling * B (O, r) @ A (r, I), and
+    unwrap; the model then has plain HF names and everything trainable again. Returns the model."""
+    bound = get_backend(model.backend)
+    modules = dict(bound.named_modules(model))
+    for name, layer in _lora_layers(model):
+        arrays = bound.named_arrays(layer)
+        merged = arrays["base_layer.weight"] + layer.scaling * (arrays["lora_B.weight"].astype(np.float64)
+                                                                @ arrays["lora_A.weight"].astype(np.float64))
+        bound.load_arrays(layer.base_layer, {"weight": merged.astype(np.float32)})
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name], child, layer.base_layer)
+    if hasattr(model, "lora"):
+        del model.lora
+    bound.set_trainable(model, set(bound.parameter_shapes(model)))
+    return model
+
+
+def parameter_counts(model) -> dict:
+    """{"total", "trainable", "percent"}: parameter counts (tied weights once)."""
+    bound = get_backend(model.backend)
+    sizes = {n: int(np.prod(s)) for n, s in bound.parameter_shapes(model).items()}
+    trainable = sum(sizes[n] for n in bound.trainable_names(model))
+    total = sum(sizes.values())
+    return {"total": total, "trainable": trainable, "percent": 100.0 * trainable / total}

@@ -1,0 +1,73 @@
+"""--peft=lora through the trainer on real RTE and the real MiniLM checkpoint: the parameter table
+at start, only the adapter and the classifier change, the loss goes down, the adapter is saved
+apart and merged into an HF folder that the evaluation entry point and transformers load, and a
+resumed run continues with the same losses."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from mindtransformer.utils.bundled import RESOURCES
+from tests.trainer.cli import finetune, one_line_error, run, train_losses
+
+
+def lora_args(minilm_path, out, steps=6):
+    return ["--auto_model=bert_glue", "--task_name=rte", f"--data_dir={os.path.join(RESOURCES, 'glue', 'RTE')}",
+            f"--init_from={minilm_path}", f"--train_steps={steps}", "--global_batch_size=16", "--log_steps=1",
+            "--max_train_examples=96", "--learning_rate=2e-3", "--dropout=0", "--save_checkpoint_steps=3",
+            "--peft=lora", "--lora_rank=4", "--lora_target_modules=query,value,attention.output.dense",
+            f"--save_checkpoint_path={out}"]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, minilm_path):
+    out = str(tmp_path_factory.mktemp("lora") / "run")
+    done = finetune(*lora_args(minilm_path, out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done
+
+
+def test_only_the_adapter_trains_and_the_export_is_merged(lora_run, minilm_path):
+    out, done = lora_run
+    # 6 layers x 3 targets x r=4 x (384 + 384), and the classifier (384 x 2 + 2)
+    lora, head = 6 * 3 * 4 * (384 + 384), 384 * 2 + 2
+    weights = load_file(os.path.join(minilm_path, "model.safetensors")).values()
+    base_total = sum(a.size for a in weights if a.dtype.kind == "f") + head  # not the position_ids buffer
+    line = next(line for line in done.stderr.splitlines() if line.startswith("parameters:"))
+    total, trainable = (base_total + lora), (lora + head)
+    assert line == f"parameters: {total:,} total, {trainable:,} trainable ({100 * trainable / total:.2f} %) with lora"
+    losses = train_losses(out)
+    assert len(losses) == 6 and np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+    base = load_file(os.path.join(minilm_path, "model.safetensors"))
+    merged = {k[len("bert."):] if k.startswith("bert.") else k: v  # MiniLM's file has no "bert." prefix
+              for k, v in load_file(os.path.join(out, "final", "model.safetensors")).items()}
+    assert not any("lora" in k or "base_layer" in k for k in merged)
+    changed = sorted(k for k in merged if k in base and not np.array_equal(merged[k], base[k]))
+    adapted = [k for k in base if k.endswith(("query.weight", "value.weight", "attention.output.dense.weight"))]
+    assert changed == sorted(adapted)  # the frozen rest is the base's, bit for bit
+    adapter = load_file(os.path.join(out, "final", "adapter", "adapter_model.safetensors"))
+    assert len([k for k in adapter if ".lora_" in k]) == 6 * 3 * 2 and "base_model.model.classifier.weight" in adapter
+    done = run("mindtransformer.tasks.text_classification", f"--load_checkpoint_path={os.path.join(out, 'final')}",
+               "--task_name=RTE", f"--data_dir={os.path.join(RESOURCES, 'glue', 'RTE')}")
+    assert done.returncode == 0 and '"examples": 277' in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_resume_continues_with_the_same_losses(lora_run, tmp_path, minilm_path):
+    out, _ = lora_run
+    resumed = str(tmp_path / "resumed")
+    shutil.copytree(out, resumed)
+    shutil.rmtree(os.path.join(resumed, "checkpoints", "bert-step00000006"))
+    os.remove(os.path.join(resumed, "metrics.jsonl"))
+    done = finetune(*lora_args(minilm_path, resumed), f"--load_checkpoint_path={resumed}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    np.testing.assert_allclose(train_losses(resumed), train_losses(out)[3:], rtol=1e-5)
+
+
+def test_peft_needs_a_trained_model(tmp_path):
+    done = finetune("--auto_model=bert_glue", "--task_name=rte", f"--data_dir={os.path.join(RESOURCES, 'glue', 'RTE')}",
+                    "--peft=lora", f"--save_checkpoint_path={tmp_path}")
+    one_line_error(done, "--peft=lora adapts a trained model: pass --init_from")
