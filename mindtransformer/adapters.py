@@ -90,3 +90,54 @@ def load_adapter(model, folder: str):
         raise UserInputError(f"{folder}: {len(missing)} LoRA weights missing (first: {missing[0]}); the adapter is incomplete")
     bound.load_arrays(model, arrays)
     return model
+
+
+# ---- Prefix-Tuning: the folded prefixes and the head ---------------------------------------------
+
+PREFIX_WEIGHTS, PREFIX_CONFIG = "prefix_model.safetensors", "prefix_config.json"
+
+
+def save_prefix(model, folder: str, base_model_name_or_path: str = "") -> None:
+    """The folded prefixes (L tables (P, 2H)) and the task head apart from the base: prefix_model.safetensors
+    and prefix_config.json. (peft keeps prefixes as past_key_values of its own models; this layout is ours.)"""
+    from safetensors.numpy import save_file
+
+    from mindtransformer.models.bert.prefix import PREFIX_KEY, fold_prefix, prefix_length
+    from mindtransformer.utils.files import atomic_path, atomic_write_text
+
+    if not prefix_length(model):
+        raise UserInputError("this model has no prefixes to save; apply_prefix first (--peft=prefix)")
+    fold_prefix(model)
+    arrays = {k: v for k, v in get_backend(model.backend).named_arrays(model).items()
+              if PREFIX_KEY in k or k.startswith(HEAD_PREFIXES)}
+    os.makedirs(folder, exist_ok=True)
+    with atomic_path(os.path.join(folder, PREFIX_WEIGHTS)) as tmp:
+        save_file(arrays, tmp, metadata={"format": "pt"})
+    config = {"peft_type": "PREFIX_TUNING", "layout": "mindtransformer folded prefixes", "task": model.task,
+              "num_virtual_tokens": prefix_length(model), "num_layers": model.config.num_hidden_layers,
+              "base_model_name_or_path": base_model_name_or_path or getattr(model, "pretrained_path", "") or ""}
+    atomic_write_text(os.path.join(folder, PREFIX_CONFIG), json.dumps(config, indent=2) + "\n")
+
+
+def load_prefix(model, folder: str):
+    """Prefixes (and head) saved by save_prefix onto a base model; returns the model."""
+    from safetensors.numpy import load_file
+
+    from mindtransformer.models.bert.prefix import attach_prefix_tables
+
+    try:
+        with open(os.path.join(folder, PREFIX_CONFIG), encoding="utf-8") as f:
+            config = json.load(f)
+        arrays = load_file(os.path.join(folder, PREFIX_WEIGHTS))
+    except FileNotFoundError as err:
+        raise UserInputError(f"{folder}: no {os.path.basename(err.filename)}; pass a folder written by "
+                             "--peft=prefix (final/prefix)") from None
+    attach_prefix_tables(model, int(config["num_virtual_tokens"]))
+    bound = get_backend(model.backend)
+    shapes = bound.parameter_shapes(model)
+    wrong = [k for k, v in arrays.items() if shapes.get(k) != tuple(v.shape)]
+    if wrong:
+        raise UserInputError(f"{folder}: {wrong[0]} does not fit this {type(model).__name__}; load the prefix onto "
+                             "the model it was trained with")
+    bound.load_arrays(model, arrays)
+    return model

@@ -25,6 +25,7 @@ TIED_KEYS = (("cls.predictions.decoder.weight", "bert.embeddings.word_embeddings
              ("cls.predictions.decoder.bias", "cls.predictions.bias"))
 # Task-head weights sit beside `bert.`; they and the pooler may be absent and are then initialised.
 TASK_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+PREFIX_TABLE = ".attention.self.prefix.key_value.weight"  # Prefix-Tuning's folded prefixes (P, 2H)
 HEAD_PREFIXES = TASK_HEAD_PREFIXES + ("bert.pooler.", "pooler.")
 
 
@@ -169,7 +170,13 @@ def from_pretrained(path: str, task: str = "base", backend: str = "torch", confi
         config = config.replace(**config_overrides)
     model = build_model(config, task, backend)
     bound = get_backend(backend)
-    arrays, report = match_weights(read_weights(weights_file), bound.parameter_shapes(model), weights_file, config_source)
+    weights = read_weights(weights_file)
+    tables = [v.shape[0] for k, v in weights.items() if k.endswith(PREFIX_TABLE)]
+    if tables:  # a Prefix-Tuning model (its folded prefixes): give the layers their tables
+        from mindtransformer.models.bert.prefix import attach_prefix_tables
+
+        attach_prefix_tables(model, tables[0])
+    arrays, report = match_weights(weights, bound.parameter_shapes(model), weights_file, config_source)
     bound.load_arrays(model, arrays)
     bound.set_train(model, False)  # like HF: a loaded model starts in eval mode
     model.load_report = report

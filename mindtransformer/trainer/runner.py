@@ -89,11 +89,15 @@ def train(settings, world, job: Job) -> int:
                 print(line, file=sys.stderr)
     else:
         model = build_model(config, job.task, s.backend)
-    if s.peft:
+    if s.peft == "lora":
         from mindtransformer.models.bert.lora import LoraSettings, apply_lora
 
         apply_lora(model, LoraSettings(r=s.lora_rank, alpha=s.lora_alpha, dropout=s.lora_dropout,
                                        target_modules=tuple(t.strip() for t in s.lora_target_modules.split(",") if t.strip())))
+    elif s.peft == "prefix":
+        from mindtransformer.models.bert.prefix import PrefixSettings, apply_prefix
+
+        apply_prefix(model, PrefixSettings(length=s.prefix_length, mlp_hidden=s.prefix_mlp_hidden))
     if world.is_main:
         print(parameter_table(model, s.peft), file=sys.stderr, flush=True)
     backend.manual_seed(s.seed + 1 + world.rank)  # dropout differs by rank
@@ -194,8 +198,10 @@ def parameter_table(model, peft: str = "") -> str:
 
 
 def export(engine, model, folder: str, settings, tokenizer=None) -> None:
-    """The trained model as an HF folder (and a MindSpore .ckpt for the MindSpore backend); with
-    --peft the adapter is saved apart (`final/adapter/`) and merged into the HF folder's weights."""
+    """The trained model as an HF folder (and a MindSpore .ckpt for the MindSpore backend). With
+    --peft=lora the adapter is saved apart (`final/adapter/`) and merged into the folder's weights;
+    with --peft=prefix the folded prefixes are saved apart (`final/prefix/`) and kept in the
+    folder's weights (our loaders attach them; transformers alone would ignore them)."""
     from mindtransformer.pretrained import save_pretrained
 
     if getattr(model, "lora", None) is not None:
@@ -204,6 +210,10 @@ def export(engine, model, folder: str, settings, tokenizer=None) -> None:
 
         save_adapter(model, os.path.join(folder, "adapter"), settings.init_from)
         merge_lora(model)
+    if getattr(model, "prefix_settings", None) is not None:  # folded; final/ keeps the tables
+        from mindtransformer.adapters import save_prefix
+
+        save_prefix(model, os.path.join(folder, "prefix"), settings.init_from)
 
     with getattr(engine, "full_parameters", contextlib.nullcontext)():  # ZeRO-3: gather the partitions
         save_pretrained(model, folder, tokenizer)

@@ -124,8 +124,11 @@ class TrainSettings:
     do_shuffle: bool = _field(True, "shuffle file order and records (a seeded buffer) each epoch")
     shuffle_buffer: int = _field(10000, "records in the shuffle buffer")
     # -- parameter-efficient fine-tuning
-    peft: str = _field("", "train an adapter instead of every weight: lora (the base frozen; the adapter is saved "
-                       "apart in peft's layout and merged into final/)", ("", "lora"))
+    peft: str = _field("", "train a few parameters instead of every weight, the base frozen: lora (the adapter is "
+                       "saved apart in peft's layout and merged into final/) or prefix (Prefix-Tuning; the folded "
+                       "prefixes are saved apart and kept in final/)", ("", "lora", "prefix"))
+    prefix_length: int = _field(10, "--peft=prefix: learned key/value positions per layer")
+    prefix_mlp_hidden: int = _field(512, "--peft=prefix: hidden size of the reparameterisation MLP (training only)")
     lora_rank: int = _field(8, "--peft=lora: rank r of each adapter")
     lora_alpha: float = _field(16.0, "--peft=lora: the adapter's output is scaled by alpha / r")
     lora_dropout: float = _field(0.1, "--peft=lora: dropout on the adapter's input")

@@ -71,3 +71,22 @@ def test_peft_needs_a_trained_model(tmp_path):
     done = finetune("--auto_model=bert_glue", "--task_name=rte", f"--data_dir={os.path.join(RESOURCES, 'glue', 'RTE')}",
                     "--peft=lora", f"--save_checkpoint_path={tmp_path}")
     one_line_error(done, "--peft=lora adapts a trained model: pass --init_from")
+
+
+@pytest.mark.slow
+def test_prefix_tuning_trains_and_exports_folded_prefixes(tmp_path, minilm_path):
+    out = str(tmp_path / "run")
+    args = [a for a in lora_args(minilm_path, out) if not a.startswith(("--peft", "--lora"))]
+    # one batch of 16 seen at every step: the prefixes must fit it
+    done = finetune(*args, "--peft=prefix", "--prefix_length=8", "--learning_rate=1e-3", "--max_train_examples=16")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "with prefix" in done.stderr
+    losses = train_losses(out)
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+    exported = load_file(os.path.join(out, "final", "model.safetensors"))
+    tables = [k for k in exported if k.endswith(".attention.self.prefix.key_value.weight")]
+    assert len(tables) == 6 and exported[tables[0]].shape == (8, 2 * 384)  # folded: no MLP left
+    assert os.path.isfile(os.path.join(out, "final", "prefix", "prefix_model.safetensors"))
+    done = run("mindtransformer.tasks.text_classification", f"--load_checkpoint_path={os.path.join(out, 'final')}",
+               "--task_name=RTE", f"--data_dir={os.path.join(RESOURCES, 'glue', 'RTE')}")
+    assert done.returncode == 0 and '"examples": 277' in done.stdout, done.stderr[-2000:]

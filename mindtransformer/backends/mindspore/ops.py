@@ -39,6 +39,20 @@ def attention(query, key, value, bias, dropout_p: float):
     return _ops.matmul(probs, value)
 
 
+def prepend(x, prefix):
+    """(B, T, H) and a (P, H) prefix shared by the batch -> (B, P + T, H)."""
+    batch = x.shape[0]
+    shared = _ops.broadcast_to(_ops.expand_dims(prefix.astype(x.dtype), 0), (batch,) + prefix.shape)
+    return _ops.cat((shared, x), 1)
+
+
+def attend_prefix(bias, length: int):
+    """The additive bias (see attention_bias) with `length` always-attended positions in front."""
+    if bias is None:
+        return None
+    return _ops.cat((_ops.zeros(bias.shape[:-1] + (length,), bias.dtype), bias), -1)
+
+
 def split_heads(x, num_heads: int):
     """(B, T, H) -> (B, N, T, D)."""
     batch, length, hidden = x.shape

@@ -32,6 +32,18 @@ def attention(query, key, value, bias, dropout_p: float):
     return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
 
 
+def prepend(x, prefix):
+    """(B, T, H) and a (P, H) prefix shared by the batch -> (B, P + T, H)."""
+    return torch.cat([prefix.to(x.dtype).expand(x.shape[0], -1, -1), x], dim=1)
+
+
+def attend_prefix(bias, length: int):
+    """The attention mask (see attention_bias) with `length` always-attended positions in front."""
+    if bias is None:
+        return None
+    return torch.cat([bias.new_ones(bias.shape[:-1] + (length,)), bias], dim=-1)
+
+
 def split_heads(x, num_heads: int):
     """(B, T, H) -> (B, N, T, D)."""
     batch, length, hidden = x.shape

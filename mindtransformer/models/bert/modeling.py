@@ -46,13 +46,20 @@ class BertSelfAttention(nn.Module):
         self.query = nn.Linear(config.hidden_size, config.hidden_size, std)
         self.key = nn.Linear(config.hidden_size, config.hidden_size, std)
         self.value = nn.Linear(config.hidden_size, config.hidden_size, std)
+        self.prefix = None  # Prefix-Tuning: a module giving this layer's (P, 2H) key and value prefixes
 
     def forward(self, queries, x, bias):
         # queries (B, Tq, H) attend over x (B, T, H); Tq is T, or 1 when only [CLS] is needed.
         n = self.num_attention_heads
+        keys, values = self.key(x), self.value(x)  # (B, T, H)
+        if self.prefix is not None:  # P learned positions in front of every sequence's keys and values
+            key_value = self.prefix()  # (P, 2H)
+            hidden = ops.shape(keys)[-1]
+            keys, values = ops.prepend(keys, key_value[:, :hidden]), ops.prepend(values, key_value[:, hidden:])
+            bias = ops.attend_prefix(bias, ops.shape(key_value)[0])  # (B, 1, 1, P + T)
         q = ops.split_heads(self.query(queries), n)  # (B, N, Tq, D)
-        k = ops.split_heads(self.key(x), n)  # (B, N, T, D)
-        v = ops.split_heads(self.value(x), n)  # (B, N, T, D)
+        k = ops.split_heads(keys, n)  # (B, N, P + T, D)
+        v = ops.split_heads(values, n)  # (B, N, P + T, D)
         context = ops.attention(q, k, v, bias, self.dropout_prob if self.training else 0.0)
         return ops.merge_heads(context)  # (B, Tq, H)
 
@@ -328,6 +335,31 @@ class LoraLinear(nn.Module):
 
     def forward(self, x):
         return self.base_layer(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+
+
+class PrefixReparameterized(nn.Module):
+    """Prefix-Tuning while training (Li & Liang's reparameterisation): an embedding (P, H) through
+    an MLP H -> R -> 2H gives this layer's key and value prefixes (P, 2H)."""
+
+    def __init__(self, length: int, hidden: int, mlp_hidden: int, std: float):
+        super().__init__()
+        self.embedding = nn.Embedding(length, hidden, std)
+        self.mlp_in = nn.Linear(hidden, mlp_hidden, std)
+        self.mlp_out = nn.Linear(mlp_hidden, 2 * hidden, std)
+
+    def forward(self):
+        return self.mlp_out(ops.tanh(self.mlp_in(self.embedding.weight)))  # (P, 2H)
+
+
+class PrefixTable(nn.Module):
+    """Prefix-Tuning folded: the (P, 2H) key and value prefixes themselves (the MLP computed away)."""
+
+    def __init__(self, length: int, hidden: int):
+        super().__init__()
+        self.key_value = nn.Embedding(length, 2 * hidden, 0.0)
+
+    def forward(self):
+        return self.key_value.weight  # (P, 2H)
 
 
 # task name -> class; the class name is also HF's architecture name written to config.json.
