@@ -31,12 +31,13 @@ from mindtransformer.trainer.settings import METRIC_OF_METHOD, reads_records
 
 
 def load_tokenizer_for(settings):
-    """--vocab_file_path, else the --init_from folder's tokenizer files."""
+    """--vocab_file_path, else the tokenizer files of the --init_from (or --distill_from) folder."""
     from mindtransformer.data.tokenization import load_tokenizer
 
     if settings.vocab_file_path:
         return load_tokenizer(settings.vocab_file_path)
-    folder = settings.init_from if os.path.isdir(settings.init_from or "") else os.path.dirname(settings.init_from or "")
+    source = settings.init_from or settings.distill_from
+    folder = source if os.path.isdir(source) else os.path.dirname(source)
     if folder and os.path.isfile(os.path.join(folder, "vocab.txt")):
         return load_tokenizer(folder)
     raise UserInputError("no tokenizer: pass --vocab_file_path=vocab.txt (or --init_from an HF folder holding one)")

@@ -43,6 +43,12 @@ def model_config(settings) -> BertConfig:
     if s.init_from:
         folder = s.init_from if os.path.isdir(s.init_from) else os.path.dirname(s.init_from) or "."
         config = BertConfig.from_pretrained(os.path.join(folder, "config.json"))
+    elif s.distill_from:  # a student shaped after its teacher
+        from mindtransformer.models.bert.distill import student_config
+        from mindtransformer.pretrained import find_weights
+
+        teacher = BertConfig.from_pretrained(os.path.join(find_weights(s.distill_from)[0], "config.json"))
+        config = student_config(teacher, s.student_layers, s.student_hidden_size)
     else:
         config = BertConfig(vocab_size=s.vocab_size, hidden_size=s.embedding_size, num_hidden_layers=s.num_layers,
                             num_attention_heads=s.num_heads, intermediate_size=s.intermediate_size or 4 * s.embedding_size,
@@ -89,6 +95,8 @@ def train(settings, world, job: Job) -> int:
                 print(line, file=sys.stderr)
     else:
         model = build_model(config, job.task, s.backend)
+    if s.distill_from:
+        model = with_teacher(s, model, job.task, world)
     if s.peft == "lora":
         from mindtransformer.models.bert.lora import LoraSettings, apply_lora
 
@@ -141,7 +149,7 @@ def train(settings, world, job: Job) -> int:
     finally:
         log.close()
     if world.is_main:
-        export(engine, model, os.path.join(out, "final"), s, job.tokenizer)
+        export(engine, getattr(model, "student", model), os.path.join(out, "final"), s, job.tokenizer)
         kept = f"; best {best.metric} {best.value:.4f} at step {best.step}" if best.value is not None else ""
         print(f"done: {steps} steps{kept}; checkpoints, metrics.jsonl, loss_curve.png and the HF export "
               f"(final/) are in {out}", file=sys.stderr)
@@ -189,12 +197,34 @@ def replica_fingerprints(engine, world, step: int) -> list:
     return found
 
 
+def with_teacher(settings, student, task: str, world):
+    """The student wrapped with the --distill_from teacher (models/bert/distill.py)."""
+    from mindtransformer.models.bert.distill import distillation, init_from_teacher
+    from mindtransformer.tasks.checkpoint import load_fine_tuned
+
+    s = settings
+    teacher = load_fine_tuned(s.distill_from, task, s.backend, what="teacher's task head",
+                              fix="--distill_from takes a teacher fine-tuned on this task (its final/ folder)")
+    if teacher.config.num_labels != student.config.num_labels:
+        raise UserInputError(f"--distill_from={s.distill_from}: the teacher has {teacher.config.num_labels} labels, "
+                             f"the task {student.config.num_labels}; distil a teacher of this task")
+    if not s.init_from:
+        copied = init_from_teacher(student, teacher)
+        if world.is_main:
+            print(f"student: {student.config.num_hidden_layers} layers, hidden {student.config.hidden_size}; "
+                  f"{len(copied)} of its weights from the teacher ({teacher.config.num_hidden_layers} layers)",
+                  file=sys.stderr, flush=True)
+    return distillation(student, teacher, s.temperature, s.distill_alpha)
+
+
 def parameter_table(model, peft: str = "") -> str:
+    """One line: the trained model's total and trainable parameters (a student: without its teacher)."""
     from mindtransformer.models.bert.lora import parameter_counts
 
-    counts = parameter_counts(model)
+    counts = parameter_counts(getattr(model, "student", model))
+    teacher = f"; the teacher's {parameter_counts(model.teacher)['total']:,} frozen" if hasattr(model, "teacher") else ""
     return (f"parameters: {counts['total']:,} total, {counts['trainable']:,} trainable "
-            f"({counts['percent']:.2f} %){' with ' + peft if peft else ''}")
+            f"({counts['percent']:.2f} %){' with ' + peft if peft else ''}{teacher}")
 
 
 def export(engine, model, folder: str, settings, tokenizer=None) -> None:
@@ -220,4 +250,7 @@ def export(engine, model, folder: str, settings, tokenizer=None) -> None:
     if settings.backend == "mindspore":
         from mindtransformer.backends.mindspore import write_checkpoint
 
-        write_checkpoint(engine.named_arrays(), os.path.join(folder, f"{settings.checkpoint_prefix}.ckpt"))
+        from mindtransformer.backends import get_backend
+
+        write_checkpoint(get_backend("mindspore").named_arrays(model),
+                         os.path.join(folder, f"{settings.checkpoint_prefix}.ckpt"))

@@ -135,6 +135,15 @@ class TrainSettings:
     lora_target_modules: str = _field("query,value", "--peft=lora: comma-separated Linear layers to adapt, by name or "
                                       "dotted suffix (query, key, value, attention.output.dense, intermediate.dense, "
                                       "output.dense)")
+    # -- knowledge distillation
+    distill_from: str = _field("", "train a student on this fine-tuned teacher's outputs (an HF folder or .ckpt of the "
+                               "same task); the student is --init_from, else the teacher's config with "
+                               "--student_layers/--student_hidden_size, initialised from the teacher where shapes allow")
+    student_layers: int = _field(0, "--distill_from: the student's layers (0: the teacher's)")
+    student_hidden_size: int = _field(0, "--distill_from: the student's hidden size (0: the teacher's; a multiple of 64)")
+    temperature: float = _field(2.0, "--distill_from: softmax temperature of the distillation loss")
+    distill_alpha: float = _field(0.5, "--distill_from: loss = alpha x KL(teacher || student) x T^2 + (1 - alpha) x "
+                                  "the task loss")
     # -- DeepSpeed (torch backend)
     deepspeed: str = _field("", "a DeepSpeed JSON config: train on DeepSpeed (ZeRO stage 0-3; its batch, clipping, "
                             "precision, optimizer and scheduler blocks set the matching flags); without DeepSpeed "
@@ -322,6 +331,12 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
         raise UserInputError(f"--peft={s.peft} runs on --backend=torch (MindSpore adapters are not built yet)")
     if s.peft and not s.init_from and not s.load_checkpoint_path:
         raise UserInputError(f"--peft={s.peft} adapts a trained model: pass --init_from (an HF folder or a .ckpt)")
+    if s.distill_from and (s.temperature <= 0 or not 0 <= s.distill_alpha <= 1):
+        raise UserInputError(f"--temperature={s.temperature} must be > 0 and --distill_alpha={s.distill_alpha} in [0, 1]")
+    if s.distill_from and s.auto_model not in ("bert_glue", "bert_multiple_choice"):
+        raise UserInputError(f"--distill_from works with bert_glue and bert_multiple_choice, not {s.auto_model}")
+    if s.distill_from and s.peft:
+        raise UserInputError("--distill_from trains the whole student; leave --peft out")
     if s.deepspeed and s.backend != "torch":
         raise UserInputError("--deepspeed is for --backend=torch; MindSpore runs its own data parallelism")
     if s.ckpt_id and not s.load_checkpoint_path:

@@ -95,3 +95,14 @@ def cross_entropy(logits, labels):
 
 def mse(predictions, targets):
     return _ops.mse_loss(_ops.cast(predictions, ms.float32), _ops.cast(targets, ms.float32))
+
+
+def soft_cross_entropy(student_logits, teacher_logits, temperature: float):
+    """KL(softmax(teacher / T) || softmax(student / T)) x T^2, mean over rows of (..., K); no
+    gradient to the teacher (see the torch binding)."""
+    k = student_logits.shape[-1]
+    student = _ops.log_softmax(_ops.reshape(_ops.cast(student_logits, ms.float32), (-1, k)) / temperature, -1)
+    teacher = _ops.log_softmax(_ops.stop_gradient(_ops.reshape(_ops.cast(teacher_logits, ms.float32), (-1, k)))
+                               / temperature, -1)
+    rows = student.shape[0]
+    return (_ops.exp(teacher) * (teacher - student)).sum() / rows * temperature ** 2

@@ -83,3 +83,12 @@ def cross_entropy(logits, labels):
 
 def mse(predictions, targets):
     return F.mse_loss(predictions.float(), targets.float())
+
+
+def soft_cross_entropy(student_logits, teacher_logits, temperature: float):
+    """KL(softmax(teacher / T) || softmax(student / T)) x T^2, mean over rows of (..., K): Hinton's
+    distillation loss (T^2 keeps its gradients on the scale of the hard loss); no gradient to the teacher."""
+    k = student_logits.shape[-1]
+    student = F.log_softmax(student_logits.reshape(-1, k).float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.detach().reshape(-1, k).float() / temperature, dim=-1)
+    return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature ** 2

@@ -362,6 +362,31 @@ class PrefixTable(nn.Module):
         return self.key_value.weight  # (P, 2H)
 
 
+class Distillation(nn.Module):
+    """A student trained on a frozen teacher's outputs: loss = alpha * KL(teacher || student at
+    temperature T) x T^2 + (1 - alpha) * the student's own task loss while training; outputs (and
+    the evaluation loss) are the student's. For heads whose targets are `labels` (classification,
+    multiple choice, masked LM)."""
+
+    def __init__(self, student, teacher, temperature: float, alpha: float):
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+        self.temperature = temperature
+        self.alpha = alpha
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        if labels is None:
+            return self.student(input_ids, attention_mask, token_type_ids)
+        outputs = self.student(input_ids, attention_mask, token_type_ids, labels)
+        if not self.training:  # evaluation: the student's own task loss, no teacher pass
+            return outputs
+        taught = self.teacher(input_ids, attention_mask, token_type_ids)
+        soft = ops.soft_cross_entropy(outputs["logits"], taught["logits"], self.temperature)
+        outputs["loss"] = self.alpha * soft + (1.0 - self.alpha) * outputs["loss"]
+        return outputs
+
+
 # task name -> class; the class name is also HF's architecture name written to config.json.
 TASKS = {
     "base": BertModel,
