@@ -68,14 +68,18 @@ class Best:
 
 
 def run(engine, batches: Iterator[dict], plan: Plan, log, checkpoints, state_of: Callable[[int], dict],
-        best: Best, evaluate: Optional[Callable[[int], dict]] = None) -> None:
-    """Train from plan.start_step to plan.total_steps."""
+        best: Best, evaluate: Optional[Callable[[int], dict]] = None,
+        after_step: Optional[Callable[[int], dict]] = None) -> None:
+    """Train from plan.start_step to plan.total_steps; after_step(done) may change the model between
+    steps (SVD-LoRA's rank budget) and returns values for the step's log line."""
     for step in range(plan.start_step, plan.total_steps):
         started = time.perf_counter()
         losses = [engine.forward_backward(next(batches), 1.0 / plan.accumulation) for _ in range(plan.accumulation)]
         lr = plan.learning_rate(step)
         result = engine.step(lr, sum(losses) / len(losses), step)
         done = step + 1
+        if after_step:
+            result.update(after_step(done))
         log.step({"step": done, **result, "lr": lr,
                   "samples_per_s": plan.samples_per_step / (time.perf_counter() - started)})
         if evaluate and ((plan.eval_steps and done % plan.eval_steps == 0) or done == plan.total_steps):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import json
 import os
 import sys
 from typing import Callable, Iterator, Optional
@@ -106,6 +107,9 @@ def train(settings, world, job: Job) -> int:
         from mindtransformer.models.bert.prefix import PrefixSettings, apply_prefix
 
         apply_prefix(model, PrefixSettings(length=s.prefix_length, mlp_hidden=s.prefix_mlp_hidden))
+    rank_budget = None
+    if s.peft == "svd_lora":
+        model, rank_budget = with_rank_budget(s, model, steps)
     if world.is_main:
         print(parameter_table(model, s.peft), file=sys.stderr, flush=True)
     backend.manual_seed(s.seed + 1 + world.rank)  # dropout differs by rank
@@ -143,13 +147,13 @@ def train(settings, world, job: Job) -> int:
                 learning_rate=schedule)
     evaluate = (lambda step: job.evaluate(engine, step)) if job.evaluate else None
     try:
-        run(engine, batches, plan, log, checkpoints, state_of, best, evaluate)
+        run(engine, batches, plan, log, checkpoints, state_of, best, evaluate, rank_budget)
         if world.size > 1:
             log.note({"step": steps, "replica_fingerprints": replica_fingerprints(engine, world, steps)})
     finally:
         log.close()
     if world.is_main:
-        export(engine, getattr(model, "student", model), os.path.join(out, "final"), s, job.tokenizer)
+        export(engine, trained_model(model), os.path.join(out, "final"), s, job.tokenizer)
         kept = f"; best {best.metric} {best.value:.4f} at step {best.step}" if best.value is not None else ""
         print(f"done: {steps} steps{kept}; checkpoints, metrics.jsonl, loss_curve.png and the HF export "
               f"(final/) are in {out}", file=sys.stderr)
@@ -197,6 +201,38 @@ def replica_fingerprints(engine, world, step: int) -> list:
     return found
 
 
+def trained_model(model):
+    """The model being trained inside a training wrapper (a distillation's student, a regularised model)."""
+    return getattr(model, "student", None) or getattr(model, "model", None) or model
+
+
+def with_rank_budget(settings, model, steps: int):
+    """SVD-LoRA: the model with its adapters and orthogonality penalty, and the after-step
+    function that prunes singular values to the budget (models/bert/svd_lora.py)."""
+    from mindtransformer.backends.torch.rank_budget import Sensitivity
+    from mindtransformer.models.bert import modeling_for
+    from mindtransformer.models.bert.svd_lora import SvdLoraSettings, apply_svd_lora, budget, prune, ranks, svd_layers
+
+    s = settings
+    options = SvdLoraSettings(init_rank=s.svd_init_rank, target_rank=s.svd_target_rank, alpha=s.lora_alpha,
+                              dropout=s.lora_dropout, orthogonality_weight=s.orthogonality_weight,
+                              target_modules=tuple(t.strip() for t in s.lora_target_modules.split(",") if t.strip()))
+    apply_svd_lora(model, options)
+    layers = svd_layers(model)
+    sensitivity = Sensitivity(layers)
+    total, target = len(layers) * options.init_rank, len(layers) * options.target_rank
+    warmup, final = int(0.1 * steps), int(0.7 * steps)
+
+    def after_step(done: int) -> dict:
+        prune(model, sensitivity.numpy(), budget(done, total, target, warmup, final))
+        return {"svd_lora_rank": sum(ranks(model).values())}
+
+    wrapped = modeling_for(model.backend).OrthogonalityRegularized(model, list(layers.values()),
+                                                                   options.orthogonality_weight)
+    wrapped.config, wrapped.task, wrapped.backend = model.config, model.task, model.backend
+    return wrapped, after_step
+
+
 def with_teacher(settings, student, task: str, world):
     """The student wrapped with the --distill_from teacher (models/bert/distill.py)."""
     from mindtransformer.models.bert.distill import distillation, init_from_teacher
@@ -221,7 +257,7 @@ def parameter_table(model, peft: str = "") -> str:
     """One line: the trained model's total and trainable parameters (a student: without its teacher)."""
     from mindtransformer.models.bert.lora import parameter_counts
 
-    counts = parameter_counts(getattr(model, "student", model))
+    counts = parameter_counts(trained_model(model))
     teacher = f"; the teacher's {parameter_counts(model.teacher)['total']:,} frozen" if hasattr(model, "teacher") else ""
     return (f"parameters: {counts['total']:,} total, {counts['trainable']:,} trainable "
             f"({counts['percent']:.2f} %){' with ' + peft if peft else ''}{teacher}")
@@ -240,6 +276,13 @@ def export(engine, model, folder: str, settings, tokenizer=None) -> None:
 
         save_adapter(model, os.path.join(folder, "adapter"), settings.init_from)
         merge_lora(model)
+    if getattr(model, "svd_lora", None) is not None:  # the ranks it ended with, then merged
+        from mindtransformer.models.bert.svd_lora import merge_svd_lora, ranks
+        from mindtransformer.utils.files import atomic_write_text
+
+        os.makedirs(folder, exist_ok=True)
+        atomic_write_text(os.path.join(folder, "svd_lora_ranks.json"), json.dumps(ranks(model), indent=1) + "\n")
+        merge_svd_lora(model)
     if getattr(model, "prefix_settings", None) is not None:  # folded; final/ keeps the tables
         from mindtransformer.adapters import save_prefix
 

@@ -126,13 +126,19 @@ class TrainSettings:
     # -- parameter-efficient fine-tuning
     peft: str = _field("", "train a few parameters instead of every weight, the base frozen: lora (the adapter is "
                        "saved apart in peft's layout and merged into final/) or prefix (Prefix-Tuning; the folded "
-                       "prefixes are saved apart and kept in final/)", ("", "lora", "prefix"))
+                       "prefixes are saved apart and kept in final/) or svd_lora (AdaLoRA-style: P diag(E) Q "
+                       "updates whose least important singular values are pruned to a budget; merged into final/)",
+                       ("", "lora", "prefix", "svd_lora"))
+    svd_init_rank: int = _field(12, "--peft=svd_lora: singular values per adapted layer at the start")
+    svd_target_rank: int = _field(4, "--peft=svd_lora: average singular values per layer kept at the end (the budget "
+                                  "falls from the start's over 10-70 %% of the steps, cubically)")
+    orthogonality_weight: float = _field(0.1, "--peft=svd_lora: weight of the P, Q orthogonality penalty in the loss")
     prefix_length: int = _field(10, "--peft=prefix: learned key/value positions per layer")
     prefix_mlp_hidden: int = _field(512, "--peft=prefix: hidden size of the reparameterisation MLP (training only)")
     lora_rank: int = _field(8, "--peft=lora: rank r of each adapter")
-    lora_alpha: float = _field(16.0, "--peft=lora: the adapter's output is scaled by alpha / r")
-    lora_dropout: float = _field(0.1, "--peft=lora: dropout on the adapter's input")
-    lora_target_modules: str = _field("query,value", "--peft=lora: comma-separated Linear layers to adapt, by name or "
+    lora_alpha: float = _field(16.0, "--peft=lora/svd_lora: the adapter's output is scaled by alpha / r")
+    lora_dropout: float = _field(0.1, "--peft=lora/svd_lora: dropout on the adapter's input")
+    lora_target_modules: str = _field("query,value", "--peft=lora/svd_lora: comma-separated Linear layers to adapt, by name or "
                                       "dotted suffix (query, key, value, attention.output.dense, intermediate.dense, "
                                       "output.dense)")
     # -- knowledge distillation

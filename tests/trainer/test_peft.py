@@ -90,3 +90,23 @@ def test_prefix_tuning_trains_and_exports_folded_prefixes(tmp_path, minilm_path)
     done = run("mindtransformer.tasks.text_classification", f"--load_checkpoint_path={os.path.join(out, 'final')}",
                "--task_name=RTE", f"--data_dir={os.path.join(RESOURCES, 'glue', 'RTE')}")
     assert done.returncode == 0 and '"examples": 277' in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_svd_lora_prunes_to_the_budget_and_exports_merged(tmp_path, minilm_path):
+    import json
+
+    import transformers
+
+    out = str(tmp_path / "run")
+    args = [a for a in lora_args(minilm_path, out, steps=10) if not a.startswith(("--peft", "--lora"))]
+    done = finetune(*args, "--peft=svd_lora", "--svd_init_rank=6", "--svd_target_rank=2", "--learning_rate=1e-3")
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
+    ranks = [r["svd_lora_rank"] for r in records if "svd_lora_rank" in r]  # the total after each step
+    assert ranks[0] <= 12 * 6 and ranks[-1] == 12 * 2 and ranks == sorted(ranks, reverse=True)
+    final = os.path.join(out, "final")
+    assert sum(json.load(open(os.path.join(final, "svd_lora_ranks.json"))).values()) == 12 * 2
+    merged = load_file(os.path.join(final, "model.safetensors"))
+    assert not any("lora" in k or "rank_mask" in k for k in merged)
+    transformers.AutoModelForSequenceClassification.from_pretrained(final)

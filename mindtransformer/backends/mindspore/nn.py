@@ -94,3 +94,7 @@ class Dropout(Module):
 
 def zeros_parameter(size: int):
     return Parameter(Tensor(np.zeros(size, np.float32)))
+
+
+def ones_parameter(size: int):
+    return Parameter(Tensor(np.ones(size, np.float32)))

@@ -106,3 +106,13 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature: float):
                                / temperature, -1)
     rows = student.shape[0]
     return (_ops.exp(teacher) * (teacher - student)).sum() / rows * temperature ** 2
+
+
+def orthogonality_penalty(m):
+    """||M M^T - I||_F^2 for M (r, n) (rows towards orthonormal)."""
+    gram = _ops.matmul(m, _ops.transpose(m, (1, 0)))
+    return ((gram - _ops.eye(gram.shape[0], gram.shape[0], gram.dtype)) ** 2).sum()
+
+
+def transpose_2d(m):
+    return _ops.transpose(m, (1, 0))

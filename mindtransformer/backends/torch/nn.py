@@ -38,3 +38,7 @@ class Dropout(_nn.Dropout):
 
 def zeros_parameter(size: int):
     return _nn.Parameter(torch.zeros(size))
+
+
+def ones_parameter(size: int):
+    return _nn.Parameter(torch.ones(size))

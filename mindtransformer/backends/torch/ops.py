@@ -92,3 +92,13 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature: float):
     student = F.log_softmax(student_logits.reshape(-1, k).float() / temperature, dim=-1)
     teacher = F.log_softmax(teacher_logits.detach().reshape(-1, k).float() / temperature, dim=-1)
     return F.kl_div(student, teacher, reduction="batchmean", log_target=True) * temperature ** 2
+
+
+def orthogonality_penalty(m):
+    """||M M^T - I||_F^2 for M (r, n) (rows towards orthonormal)."""
+    gram = m @ m.t()
+    return ((gram - torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)) ** 2).sum()
+
+
+def transpose_2d(m):
+    return m.t()

@@ -47,26 +47,35 @@ def _lora_layers(model) -> list:
             if type(module).__name__ == "LoraLinear" and type(module).__module__ == modeling_lora]
 
 
-def apply_lora(model, settings: LoraSettings):
-    """Wrap the target Linears of `model` in place (see the module docstring); returns the model."""
+def wrap_linears(model, targets, make) -> list:
+    """Replace each Linear whose name matches `targets` (see the module docstring) by
+    make(base, in_features, out_features); returns the names replaced."""
     from mindtransformer.models.bert import modeling_for
 
     bound = get_backend(model.backend)
     linear = modeling_for(model.backend).nn.Linear
-    lora_linear = modeling_for(model.backend).LoraLinear
     modules = dict(bound.named_modules(model))
-    targets = [name for name, m in modules.items() if name and isinstance(m, linear) and _matches(name, settings.target_modules)]
-    if not targets:
+    names = [name for name, m in modules.items() if name and isinstance(m, linear) and _matches(name, targets)]
+    if not names:
         linears = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items() if isinstance(m, linear)})
-        raise UserInputError(f"--lora_target_modules={','.join(settings.target_modules)} matches no Linear layer; "
+        raise UserInputError(f"--lora_target_modules={','.join(targets)} matches no Linear layer; "
                              f"BERT's are named {', '.join(linears)} (or dotted, e.g. attention.output.dense)")
-    for name in targets:
+    for name in names:
         parent_name, _, child = name.rpartition(".")
-        base = modules[name]
-        out_features, in_features = bound.parameter_shapes(base)["weight"]
-        setattr(modules[parent_name], child, lora_linear(base, in_features, out_features, settings.r, settings.alpha,
-                                                         settings.dropout))
+        out_features, in_features = bound.parameter_shapes(modules[name])["weight"]
+        setattr(modules[parent_name], child, make(modules[name], in_features, out_features))
+    return names
+
+
+def apply_lora(model, settings: LoraSettings):
+    """Wrap the target Linears of `model` in place (see the module docstring); returns the model."""
+    from mindtransformer.models.bert import modeling_for
+
+    layer = modeling_for(model.backend).LoraLinear
+    wrap_linears(model, settings.target_modules,
+                 lambda base, i, o: layer(base, i, o, settings.r, settings.alpha, settings.dropout))
     model.lora = settings
+    bound = get_backend(model.backend)
     bound.set_trainable(model, {n for n in bound.parameter_shapes(model)
                                 if ".lora_A." in n or ".lora_B." in n or n.startswith(HEAD_PREFIXES)})
     return model

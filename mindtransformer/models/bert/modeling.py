@@ -337,6 +337,52 @@ class LoraLinear(nn.Module):
         return self.base_layer(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 
 
+class SvdLoraLinear(nn.Module):
+    """SVD-LoRA (AdaLoRA) around a Linear: base_layer(x) + (alpha / r) * P diag(E * mask) Q x with
+    Q = lora_A (r, I), P = lora_B (O, r), the singular values E = lora_E (r,) starting at zero and
+    `rank_mask` (r,) holding which of them the rank budget keeps (models/bert/svd_lora.py)."""
+
+    def __init__(self, base_layer, in_features: int, out_features: int, r: int, alpha: float, dropout: float):
+        super().__init__()
+        self.base_layer = base_layer
+        self.lora_A = nn.Linear(in_features, r, 0.02, bias=False)   # Q (r, I)
+        self.lora_B = nn.Linear(r, out_features, 0.02, bias=False)  # P (O, r)
+        self.lora_E = nn.zeros_parameter(r)                         # singular values (r,)
+        self.rank_mask = nn.ones_parameter(r)                       # 1 kept, 0 pruned; never trained
+        self.lora_dropout = nn.Dropout(dropout)
+        self.scaling = alpha / r
+
+    def forward(self, x):
+        update = self.lora_B(self.lora_A(self.lora_dropout(x)) * (self.lora_E * self.rank_mask))
+        return self.base_layer(x) + update * self.scaling
+
+    def orthogonality(self):
+        """||Q Q^T - I||^2 + ||P^T P - I||^2: pushes P and Q towards orthonormal, as in AdaLoRA."""
+        q, p = self.lora_A.weight, self.lora_B.weight  # (r, I), (O, r)
+        return ops.orthogonality_penalty(q) + ops.orthogonality_penalty(ops.transpose_2d(p))
+
+
+class OrthogonalityRegularized(nn.Module):
+    """The model's loss plus weight x the sum of its SVD-LoRA layers' orthogonality penalties."""
+
+    def __init__(self, model, layers, weight: float):
+        super().__init__()
+        self.model = model
+        # the layers are `model`'s own: kept out of the module tree so that no weight appears twice
+        object.__setattr__(self, "svd_layers", tuple(layers))
+        self.weight = weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        outputs = self.model(input_ids, attention_mask, token_type_ids, labels)
+        if labels is None or not self.training:
+            return outputs
+        penalty = 0.0
+        for layer in self.svd_layers:
+            penalty = penalty + layer.orthogonality()
+        outputs["loss"] = outputs["loss"] + self.weight * penalty
+        return outputs
+
+
 class PrefixReparameterized(nn.Module):
     """Prefix-Tuning while training (Li & Liang's reparameterisation): an embedding (P, H) through
     an MLP H -> R -> 2H gives this layer's key and value prefixes (P, 2H)."""
