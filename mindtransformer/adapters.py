@@ -51,14 +51,10 @@ def save_adapter(model, folder: str, base_model_name_or_path: str = "") -> None:
 
 
 def read_adapter_settings(folder: str) -> LoraSettings:
+    from mindtransformer.utils.files import read_json
+
     path = os.path.join(folder, ADAPTER_CONFIG)
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise UserInputError(f"{folder}: no {ADAPTER_CONFIG}; pass a LoRA adapter folder (ours or peft's)") from None
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}: not valid JSON ({err})") from None
+    config = read_json(path, "a LoRA adapter folder (ours or peft's) holding adapter_config.json")
     if config.get("peft_type") != "LORA":
         raise UserInputError(f"{path}: peft_type {config.get('peft_type')!r}; only LORA adapters load here")
     if config.get("use_dora") or config.get("use_rslora") or config.get("fan_in_fan_out"):
@@ -125,13 +121,13 @@ def load_prefix(model, folder: str):
 
     from mindtransformer.models.bert.prefix import attach_prefix_tables
 
-    try:
-        with open(os.path.join(folder, PREFIX_CONFIG), encoding="utf-8") as f:
-            config = json.load(f)
-        arrays = load_file(os.path.join(folder, PREFIX_WEIGHTS))
-    except FileNotFoundError as err:
-        raise UserInputError(f"{folder}: no {os.path.basename(err.filename)}; pass a folder written by "
-                             "--peft=prefix (final/prefix)") from None
+    from mindtransformer.utils.files import read_json
+
+    what = "a folder written by --peft=prefix (final/prefix)"
+    config = read_json(os.path.join(folder, PREFIX_CONFIG), what)
+    if not os.path.isfile(os.path.join(folder, PREFIX_WEIGHTS)):
+        raise UserInputError(f"{folder}: no {PREFIX_WEIGHTS}; pass {what}")
+    arrays = load_file(os.path.join(folder, PREFIX_WEIGHTS))
     attach_prefix_tables(model, int(config["num_virtual_tokens"]))
     bound = get_backend(model.backend)
     shapes = bound.parameter_shapes(model)

@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from mindtransformer.errors import UserInputError, closest_name
-from mindtransformer.utils.files import atomic_write_text
+from mindtransformer.utils import files
 
 LETTERS = "ABCDEFGHIJ"
 SPLITS = ("train", "validation", "test")
@@ -209,18 +209,12 @@ def split(questions: Sequence[Question], seed: int, fractions: Sequence[float] =
 def write_json(questions: Sequence[Question], path: str) -> None:
     """The questions as structured JSON: [{id, subject, question, options: {A: ..}, answer}]."""
     items = [q.to_json(f"{q.subject}-{k}") for k, q in enumerate(questions)]
-    atomic_write_text(path, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
+    files.atomic_write_text(path, json.dumps(items, ensure_ascii=False, indent=1) + "\n")
 
 
 def read_json(path: str) -> List[Question]:
     """Questions written by write_json (e.g. the test split of a training run)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            items = json.load(f)
-    except FileNotFoundError:
-        raise UserInputError(f"{path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise UserInputError(f"{path}: not valid JSON ({err})") from None
+    items = files.read_json(path, "questions JSON written by a training run (test_questions.json)")
     questions = []
     for k, item in enumerate(items if isinstance(items, list) else []):
         try:

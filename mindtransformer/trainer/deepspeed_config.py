@@ -25,13 +25,9 @@ SCHEDULERS = {"warmuplr": "constant", "warmupdecaylr": "linear"}
 
 
 def read_config(path: str) -> dict:
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except FileNotFoundError:
-        raise UserInputError(f"--deepspeed={path}: no such file; pass a DeepSpeed JSON config") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserInputError(f"{path}: not valid JSON ({err}); a DeepSpeed config is one JSON object") from None
+    from mindtransformer.utils.files import read_json
+
+    config = read_json(path, "a DeepSpeed JSON config (--deepspeed)")
     if not isinstance(config, dict):
         raise UserInputError(f"{path}: a DeepSpeed config is a JSON object of settings")
     stage = config.get("zero_optimization", {}).get("stage", 0)

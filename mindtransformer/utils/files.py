@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash never leaves a half-written file under the final name."""
+"""Atomic file writes (a crash never leaves a half-written file under the final name) and JSON
+reading with one-line errors."""
 
 import contextlib
 import os
@@ -36,3 +37,19 @@ def atomic_write_text(path: str, text: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+def read_json(path: str, what: str):
+    """The JSON in `path`; a missing, unreadable or malformed file is a one-line UserInputError
+    saying what was expected (`what`, e.g. "a LoRA adapter folder's adapter_config.json")."""
+    import json
+
+    from mindtransformer.errors import UserInputError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such file; pass {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"{path}: not valid JSON ({err}); pass {what}") from None

@@ -84,5 +84,5 @@ def test_errors(tmp_path, minilm_path):
         PrefixSettings(length=0)
     with pytest.raises(UserInputError, match="no prefixes to save"):
         save_prefix(from_pretrained(minilm_path, task="sequence_classification"), str(tmp_path))
-    with pytest.raises(UserInputError, match="no prefix_config.json"):
+    with pytest.raises(UserInputError, match="prefix_config.json: no such file"):
         load_prefix(from_pretrained(minilm_path, task="sequence_classification"), str(tmp_path))

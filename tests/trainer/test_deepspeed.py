@@ -85,7 +85,7 @@ def test_deepspeed_flags(tmp_path, minilm_path):
     from mindtransformer.trainer.settings import check
 
     done = finetune(*rte_args(minilm_path, str(tmp_path)), f"--deepspeed={tmp_path / 'missing.json'}")
-    one_line_error(done, "--deepspeed=", "no such file")
+    one_line_error(done, "missing.json: no such file", "DeepSpeed JSON config")
     config = write_config(tmp_path / "ds.json", 0)
     with pytest.raises(UserInputError, match="--deepspeed is for --backend=torch"):
         check(parse_settings([f"--deepspeed={config}", "--backend=mindspore", "--train_data_path=x"]))

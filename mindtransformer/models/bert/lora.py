@@ -41,10 +41,9 @@ def _matches(name: str, targets) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-def _lora_layers(model) -> list:
-    modeling_lora = type(model).__module__  # the backend's copy of modeling.py
-    return [(name, module) for name, module in get_backend(model.backend).named_modules(model)
-            if type(module).__name__ == "LoraLinear" and type(module).__module__ == modeling_lora]
+def layers_of(model, class_name: str) -> dict:
+    """{dotted name: module} of the wrappers called `class_name` (LoraLinear, SvdLoraLinear)."""
+    return {name: m for name, m in get_backend(model.backend).named_modules(model) if type(m).__name__ == class_name}
 
 
 def wrap_linears(model, targets, make) -> list:
@@ -67,35 +66,44 @@ def wrap_linears(model, targets, make) -> list:
     return names
 
 
+def adapt(model, targets, make, trainable) -> None:
+    """wrap_linears, then train only the parameters whose names pass `trainable` (and the head)."""
+    wrap_linears(model, targets, make)
+    bound = get_backend(model.backend)
+    bound.set_trainable(model, {n for n in bound.parameter_shapes(model) if trainable(n) or n.startswith(HEAD_PREFIXES)})
+
+
+def unwrap(model, layers: dict, merged_weight) -> None:
+    """Put each wrapper's base layer back with merged_weight(arrays of the wrapper, wrapper) as its
+    weight (O, I); everything is trainable again."""
+    bound = get_backend(model.backend)
+    modules = dict(bound.named_modules(model))
+    for name, layer in layers.items():
+        weight = merged_weight(bound.named_arrays(layer), layer)
+        bound.load_arrays(layer.base_layer, {"weight": weight.astype(np.float32)})
+        parent_name, _, child = name.rpartition(".")
+        setattr(modules[parent_name], child, layer.base_layer)
+    bound.set_trainable(model, set(bound.parameter_shapes(model)))
+
+
 def apply_lora(model, settings: LoraSettings):
     """Wrap the target Linears of `model` in place (see the module docstring); returns the model."""
     from mindtransformer.models.bert import modeling_for
 
     layer = modeling_for(model.backend).LoraLinear
-    wrap_linears(model, settings.target_modules,
-                 lambda base, i, o: layer(base, i, o, settings.r, settings.alpha, settings.dropout))
+    adapt(model, settings.target_modules, lambda base, i, o: layer(base, i, o, settings.r, settings.alpha, settings.dropout),
+          lambda name: ".lora_A." in name or ".lora_B." in name)
     model.lora = settings
-    bound = get_backend(model.backend)
-    bound.set_trainable(model, {n for n in bound.parameter_shapes(model)
-                                if ".lora_A." in n or ".lora_B." in n or n.startswith(HEAD_PREFIXES)})
     return model
 
 
 def merge_lora(model):
     """Fold every adapter into its base weight, W (O, I) += scaling * B (O, r) @ A (r, I), and
     unwrap; the model then has plain HF names and everything trainable again. Returns the model."""
-    bound = get_backend(model.backend)
-    modules = dict(bound.named_modules(model))
-    for name, layer in _lora_layers(model):
-        arrays = bound.named_arrays(layer)
-        merged = arrays["base_layer.weight"] + layer.scaling * (arrays["lora_B.weight"].astype(np.float64)
-                                                                @ arrays["lora_A.weight"].astype(np.float64))
-        bound.load_arrays(layer.base_layer, {"weight": merged.astype(np.float32)})
-        parent_name, _, child = name.rpartition(".")
-        setattr(modules[parent_name], child, layer.base_layer)
+    unwrap(model, layers_of(model, "LoraLinear"), lambda a, layer: a["base_layer.weight"] + layer.scaling * (
+        a["lora_B.weight"].astype(np.float64) @ a["lora_A.weight"].astype(np.float64)))
     if hasattr(model, "lora"):
         del model.lora
-    bound.set_trainable(model, set(bound.parameter_shapes(model)))
     return model
 
 

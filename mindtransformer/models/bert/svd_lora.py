@@ -24,7 +24,7 @@ import numpy as np
 
 from mindtransformer.backends import get_backend
 from mindtransformer.errors import UserInputError
-from mindtransformer.models.bert.lora import HEAD_PREFIXES, wrap_linears
+from mindtransformer.models.bert.lora import adapt, layers_of, unwrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,19 +44,17 @@ class SvdLoraSettings:
 
 def svd_layers(model) -> dict:
     """{dotted name: SvdLoraLinear}."""
-    return {name: m for name, m in get_backend(model.backend).named_modules(model) if type(m).__name__ == "SvdLoraLinear"}
+    return layers_of(model, "SvdLoraLinear")
 
 
 def apply_svd_lora(model, settings: SvdLoraSettings):
     from mindtransformer.models.bert import modeling_for
 
     layer = modeling_for(model.backend).SvdLoraLinear
-    wrap_linears(model, settings.target_modules,
-                 lambda base, i, o: layer(base, i, o, settings.init_rank, settings.alpha, settings.dropout))
+    adapt(model, settings.target_modules,
+          lambda base, i, o: layer(base, i, o, settings.init_rank, settings.alpha, settings.dropout),
+          lambda name: name.endswith((".lora_A.weight", ".lora_B.weight", ".lora_E")))  # not rank_mask
     model.svd_lora = settings
-    bound = get_backend(model.backend)
-    bound.set_trainable(model, {n for n in bound.parameter_shapes(model)
-                                if n.endswith((".lora_A.weight", ".lora_B.weight", ".lora_E")) or n.startswith(HEAD_PREFIXES)})
     return model
 
 
@@ -93,15 +91,8 @@ def prune(model, scores: dict, keep: int) -> None:
 
 def merge_svd_lora(model):
     """W (O, I) += scaling x P (O, r) diag(E x mask) Q (r, I), the wrappers removed. Returns the model."""
-    bound = get_backend(model.backend)
-    modules = dict(bound.named_modules(model))
-    for name, layer in svd_layers(model).items():
-        a = bound.named_arrays(layer)
-        update = (a["lora_B.weight"].astype(np.float64) * (a["lora_E"] * a["rank_mask"])) @ a["lora_A.weight"]
-        bound.load_arrays(layer.base_layer, {"weight": (a["base_layer.weight"] + layer.scaling * update).astype(np.float32)})
-        parent, _, child = name.rpartition(".")
-        setattr(modules[parent], child, layer.base_layer)
+    unwrap(model, svd_layers(model), lambda a, layer: a["base_layer.weight"] + layer.scaling * (
+        (a["lora_B.weight"].astype(np.float64) * (a["lora_E"] * a["rank_mask"])) @ a["lora_A.weight"]))
     if hasattr(model, "svd_lora"):
         del model.svd_lora
-    bound.set_trainable(model, set(bound.parameter_shapes(model)))
     return model
