@@ -83,7 +83,7 @@ def run(task: str, name: str, data: str, out: str, epochs: int, teacher: str = "
         raise SystemExit(f"{task} {name} failed:\n{done.stderr[-3000:]}")
     records = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"), encoding="utf-8")]
     steps = [r for r in records if "samples_per_s" in r]
-    table = re.search(r"parameters: ([\d,]+) total, ([\d,]+) trainable", done.stderr)
+    table = re.search(r"parameters: ([\d,]+) total, ([\d,]+) trainable", done.stdout)
     stored = int(table.group(2).replace(",", ""))
     for apart in ("adapter/adapter_model.safetensors", "prefix/prefix_model.safetensors"):  # what ships apart
         path = os.path.join(out, "final", apart)

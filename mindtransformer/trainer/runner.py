@@ -111,7 +111,7 @@ def train(settings, world, job: Job) -> int:
     if s.peft == "svd_lora":
         model, rank_budget = with_rank_budget(s, model, steps)
     if world.is_main:
-        print(parameter_table(model, s.peft), file=sys.stderr, flush=True)
+        print(parameter_table(model, s.peft), flush=True)
     backend.manual_seed(s.seed + 1 + world.rank)  # dropout differs by rank
     engine = make_engine(s, model, world)
     best = job.best
@@ -248,8 +248,7 @@ def with_teacher(settings, student, task: str, world):
         copied = init_from_teacher(student, teacher)
         if world.is_main:
             print(f"student: {student.config.num_hidden_layers} layers, hidden {student.config.hidden_size}; "
-                  f"{len(copied)} of its weights from the teacher ({teacher.config.num_hidden_layers} layers)",
-                  file=sys.stderr, flush=True)
+                  f"{len(copied)} of its weights from the teacher ({teacher.config.num_hidden_layers} layers)", flush=True)
     return distillation(student, teacher, s.temperature, s.distill_alpha)
 
 

@@ -38,8 +38,8 @@ def test_a_two_layer_student_learns_from_the_teacher_and_is_exported(teacher, tm
     done = finetune(*rte(out, f"--distill_from={teacher}", "--student_layers=2", "--max_train_examples=16",
                          "--train_steps=8", "--learning_rate=3e-4", "--temperature=2", "--distill_alpha=0.5"))
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "student: 2 layers, hidden 384; 41 of its weights from the teacher (6 layers)" in done.stderr
-    assert "frozen" in next(line for line in done.stderr.splitlines() if line.startswith("parameters:"))
+    assert "student: 2 layers, hidden 384; 41 of its weights from the teacher (6 layers)" in done.stdout
+    assert "frozen" in next(line for line in done.stdout.splitlines() if line.startswith("parameters:"))
     losses = train_losses(out)
     assert losses[-1] < losses[0] and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
     final = os.path.join(out, "final")
