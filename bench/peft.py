@@ -7,7 +7,7 @@ with seed 0 from train.tsv, the full 872-example dev set) and RTE (2,490 / 277),
     full       every weight trains                     lr 3e-5
     lora       r=8 on query and value (alpha 16)       lr 5e-4
     prefix     10 prefix positions per layer           lr 5e-3
-    svd_lora   12 -> 4 singular values per layer       lr 5e-4
+    svd_lora   12 -> 4 singular values per layer       lr 5e-3 (E starts at zero and moves at Adam's lr)
     distilled  a 3-layer student of `full`'s model     lr 1e-4, T=2, alpha 0.5
 
 batch 32, max_seq 128, --epochs (3), linear decay, weight decay 0.01, bf16 where the CPU has it,
@@ -46,7 +46,7 @@ CONFIGS = {
     "lora": ["--peft=lora", "--lora_rank=8", "--lora_alpha=16", "--lora_target_modules=query,value",
              "--learning_rate=5e-4"],
     "prefix": ["--peft=prefix", "--prefix_length=10", "--learning_rate=5e-3"],
-    "svd_lora": ["--peft=svd_lora", "--svd_init_rank=12", "--svd_target_rank=4", "--learning_rate=5e-4"],
+    "svd_lora": ["--peft=svd_lora", "--svd_init_rank=12", "--svd_target_rank=4", "--learning_rate=5e-3"],
     "distilled": ["--student_layers=3", "--temperature=2", "--distill_alpha=0.5", "--learning_rate=1e-4"],
 }
 # Runs the trainer and reports its own peak resident memory (KiB, Linux) on stderr, even on exit.

@@ -109,9 +109,9 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature: float):
 
 
 def orthogonality_penalty(m):
-    """||M M^T - I||_F^2 for M (r, n) (rows towards orthonormal)."""
+    """||M M^T - I||_F for M (r, n) (rows towards orthonormal; AdaLoRA's, not squared)."""
     gram = _ops.matmul(m, _ops.transpose(m, (1, 0)))
-    return ((gram - _ops.eye(gram.shape[0], gram.shape[0], gram.dtype)) ** 2).sum()
+    return _ops.sqrt(((gram - _ops.eye(gram.shape[0], gram.shape[0], gram.dtype)) ** 2).sum())
 
 
 def transpose_2d(m):

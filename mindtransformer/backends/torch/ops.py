@@ -95,9 +95,9 @@ def soft_cross_entropy(student_logits, teacher_logits, temperature: float):
 
 
 def orthogonality_penalty(m):
-    """||M M^T - I||_F^2 for M (r, n) (rows towards orthonormal)."""
+    """||M M^T - I||_F for M (r, n) (rows towards orthonormal; AdaLoRA's, not squared)."""
     gram = m @ m.t()
-    return ((gram - torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)) ** 2).sum()
+    return torch.linalg.matrix_norm(gram - torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device))
 
 
 def transpose_2d(m):

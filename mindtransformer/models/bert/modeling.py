@@ -345,8 +345,10 @@ class SvdLoraLinear(nn.Module):
     def __init__(self, base_layer, in_features: int, out_features: int, r: int, alpha: float, dropout: float):
         super().__init__()
         self.base_layer = base_layer
-        self.lora_A = nn.Linear(in_features, r, 0.02, bias=False)   # Q (r, I)
-        self.lora_B = nn.Linear(r, out_features, 0.02, bias=False)  # P (O, r)
+        # P and Q start near orthonormal (rows / columns of unit norm), where the regulariser wants
+        # them; AdaLoRA's N(0, 0.02) left E's gradients ~1e-3 as large and one epoch did not move E.
+        self.lora_A = nn.Linear(in_features, r, in_features ** -0.5, bias=False)   # Q (r, I)
+        self.lora_B = nn.Linear(r, out_features, out_features ** -0.5, bias=False)  # P (O, r)
         self.lora_E = nn.zeros_parameter(r)                         # singular values (r,)
         self.rank_mask = nn.ones_parameter(r)                       # 1 kept, 0 pruned; never trained
         self.lora_dropout = nn.Dropout(dropout)
@@ -357,13 +359,15 @@ class SvdLoraLinear(nn.Module):
         return self.base_layer(x) + update * self.scaling
 
     def orthogonality(self):
-        """||Q Q^T - I||^2 + ||P^T P - I||^2: pushes P and Q towards orthonormal, as in AdaLoRA."""
+        """||Q Q^T - I||_F + ||P^T P - I||_F: pushes P and Q towards orthonormal, as in AdaLoRA."""
         q, p = self.lora_A.weight, self.lora_B.weight  # (r, I), (O, r)
         return ops.orthogonality_penalty(q) + ops.orthogonality_penalty(ops.transpose_2d(p))
 
 
 class OrthogonalityRegularized(nn.Module):
-    """The model's loss plus weight x the sum of its SVD-LoRA layers' orthogonality penalties."""
+    """The model's loss plus weight x the mean of its SVD-LoRA matrices' orthogonality penalties
+    (AdaLoRA's regulariser: the mean over the P and Q matrices, so its size does not grow with
+    the number of adapted layers)."""
 
     def __init__(self, model, layers, weight: float):
         super().__init__()
@@ -379,7 +383,7 @@ class OrthogonalityRegularized(nn.Module):
         penalty = 0.0
         for layer in self.svd_layers:
             penalty = penalty + layer.orthogonality()
-        outputs["loss"] = outputs["loss"] + self.weight * penalty
+        outputs["loss"] = outputs["loss"] + self.weight * penalty / (2 * len(self.svd_layers))
         return outputs
 
 
