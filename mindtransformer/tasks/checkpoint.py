@@ -63,3 +63,12 @@ def select_device(backend: str, device_target: str) -> None:
         import mindspore as ms
 
         ms.set_device(device_target)
+
+
+def pick_device(cpu: bool) -> str:
+    """torch's device: "cpu" with --cpu or without a CUDA GPU, else "cuda"."""
+    if cpu:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -31,15 +31,6 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def pick_device(cpu: bool) -> str:
-    """"cpu" with --cpu or without a CUDA GPU, else "cuda" (torch)."""
-    if cpu:
-        return "cpu"
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 class MaskedLanguageModel:
     def __init__(self, model, tokenizer, backend: str = "torch", max_seq_length: int = 512):
         if tokenizer.mask_token_id is None:
@@ -50,7 +41,7 @@ class MaskedLanguageModel:
     @classmethod
     def load(cls, path: str, backend: str = "torch", cpu: bool = False, vocab_file_path: str = "",
              config=None) -> "MaskedLanguageModel":
-        from mindtransformer.tasks.checkpoint import load_fine_tuned, tokenizer_for
+        from mindtransformer.tasks.checkpoint import load_fine_tuned, pick_device, tokenizer_for
 
         model = load_fine_tuned(path, "masked_lm", backend, config=config, what=MLM_HEAD,
                                 fix="pass a pretraining or masked-LM checkpoint (a short MLM fine-tune makes one: "

@@ -90,8 +90,7 @@ def _no_head(path: str, kind: str) -> str:
 
 def head_predictions(path: str, questions: list, args) -> np.ndarray:
     from mindtransformer.backends import get_backend
-    from mindtransformer.tasks.checkpoint import load_fine_tuned, tokenizer_for
-    from mindtransformer.tasks.masked_lm import pick_device
+    from mindtransformer.tasks.checkpoint import load_fine_tuned, pick_device, tokenizer_for
     from mindtransformer.trainer.prediction import predict_all
 
     model = load_fine_tuned(path, "multiple_choice", args.backend, what="multiple-choice head")

@@ -7,7 +7,6 @@ batches, the evaluation and the metric that picks the best checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import json
@@ -287,7 +286,7 @@ def export(engine, model, folder: str, settings, tokenizer=None) -> None:
 
         save_prefix(model, os.path.join(folder, "prefix"), settings.init_from)
 
-    with getattr(engine, "full_parameters", contextlib.nullcontext)():  # ZeRO-3: gather the partitions
+    with engine.full_parameters():  # ZeRO-3: gather the partitions
         save_pretrained(model, folder, tokenizer)
     if settings.backend == "mindspore":
         from mindtransformer.backends.mindspore import write_checkpoint

@@ -130,6 +130,10 @@ def test_malformed_files_are_one_line_errors(tmp_path, tmmlu):
     bad.write_text("question,A,B,C,D,answer\nWhat?,1,2\n", encoding="utf-8")
     with pytest.raises(UserInputError, match=r"bad.csv:2: 3 columns, expected 6"):
         mc.read_csv(str(bad), "bad")
+    with pytest.raises(UserInputError, match="nope: no such file or folder"):
+        mc.read_subjects(str(tmp_path / "nope"))
+    with pytest.raises(UserInputError, match="no such file; pass questions JSON"):
+        mc.read_json(str(tmp_path / "test_questions.json"))
     with pytest.raises(UserInputError, match="no subject '普通物埋'.*did you mean '普通物理'"):
         mc.read_subjects(tmmlu, "普通物埋")
 

@@ -14,6 +14,7 @@ are still restored exactly; with dropout 0 the runs are identical).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import mindspore as ms
@@ -149,6 +150,10 @@ class Engine:
             # In place, as the learning rate (see _set_learning_rate).
             ops.assign(p, ms.Tensor(arrays[name].reshape(p.shape), dtype=p.dtype))
         self.micro_batches = int(state.get("micro_batches", 0))
+
+    def full_parameters(self):
+        """A context in which every parameter is whole on this rank (always, here; ZeRO-3 gathers)."""
+        return contextlib.nullcontext()
 
     def named_arrays(self) -> dict:
         return named_arrays(self.model)

@@ -5,6 +5,7 @@ the optimizer, and the engine's part of a checkpoint. The MindSpore engine has t
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -152,6 +153,10 @@ class Engine:
         rng_file = os.path.join(directory, f"rng-rank{self.world.rank}.pt")
         if os.path.isfile(rng_file):  # absent when resuming with more ranks than were saved
             _set_rng_state(torch.load(rng_file, weights_only=True))
+
+    def full_parameters(self):
+        """A context in which every parameter is whole on this rank (always, here; ZeRO-3 gathers)."""
+        return contextlib.nullcontext()
 
     def named_arrays(self) -> dict:
         return named_arrays(self.model)
