@@ -6,7 +6,8 @@ names, which the one BERT definition in `models/bert/modeling.py` is written aga
 - `nn`: `Module`, `ModuleList`, `Linear`, `LayerNorm`, `Embedding`, `Dropout`, `zeros_parameter`
 - `ops`: attention, activations, head reshapes, `linear`, `tanh`, `shape`, `reshape`
 - model-level helpers: `named_arrays(model)`, `load_arrays(model, arrays)`, `set_train(model, mode)`,
-  `named_modules(model)`, `set_trainable(model, names)`, `trainable_names(model)`
+  `named_modules(model)`, `replace_module(model, name, module)`, `set_trainable(model, names)`,
+  `trainable_names(model)`
 
 `models/bert/modeling.py` is executed once per backend (see `models.bert.modeling_for`); while it
 runs, `current_binding()` hands it that backend's `nn` and `ops`.

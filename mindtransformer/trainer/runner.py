@@ -248,7 +248,7 @@ def with_teacher(settings, student, task: str, world):
         if world.is_main:
             print(f"student: {student.config.num_hidden_layers} layers, hidden {student.config.hidden_size}; "
                   f"{len(copied)} of its weights from the teacher ({teacher.config.num_hidden_layers} layers)", flush=True)
-    return distillation(student, teacher, s.temperature, s.distill_alpha)
+    return distillation(student, teacher, s.temperature, s.distill_alpha, s.distill_hidden_weight)
 
 
 def parameter_table(model, peft: str = "") -> str:
@@ -257,6 +257,11 @@ def parameter_table(model, peft: str = "") -> str:
 
     counts = parameter_counts(trained_model(model))
     teacher = f"; the teacher's {parameter_counts(model.teacher)['total']:,} frozen" if hasattr(model, "teacher") else ""
+    if getattr(model, "project", None) is not None:  # hidden-state matching across hidden sizes
+        from mindtransformer.backends import get_backend
+
+        size = sum(int(np.prod(shape)) for shape in get_backend(model.backend).parameter_shapes(model.project).values())
+        teacher += f"; a {size:,}-parameter projection to the teacher's hidden size (trained, not exported)"
     return (f"parameters: {counts['total']:,} total, {counts['trainable']:,} trainable "
             f"({counts['percent']:.2f} %){' with ' + peft if peft else ''}{teacher}")
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 from mindtransformer.errors import UserInputError, closest_name
 from mindtransformer.utils.cli import StrictParser, boolean
+from mindtransformer.models.bert.distill import check_loss_weights
 
 
 def _field(default, help: str, choices=None):
@@ -127,7 +128,7 @@ class TrainSettings:
     peft: str = _field("", "train a few parameters instead of every weight, the base frozen: lora (the adapter is "
                        "saved apart in peft's layout and merged into final/) or prefix (Prefix-Tuning; the folded "
                        "prefixes are saved apart and kept in final/) or svd_lora (AdaLoRA-style: P diag(E) Q "
-                       "updates whose least important singular values are pruned to a budget; merged into final/)",
+                       "updates whose least important singular values are pruned to a budget; merged into final/; torch backend)",
                        ("", "lora", "prefix", "svd_lora"))
     svd_init_rank: int = _field(12, "--peft=svd_lora: singular values per adapted layer at the start")
     svd_target_rank: int = _field(4, "--peft=svd_lora: average singular values per layer kept at the end (the budget "
@@ -150,6 +151,9 @@ class TrainSettings:
     temperature: float = _field(2.0, "--distill_from: softmax temperature of the distillation loss")
     distill_alpha: float = _field(0.5, "--distill_from: loss = alpha x KL(teacher || student) x T^2 + (1 - alpha) x "
                                   "the task loss")
+    distill_hidden_weight: float = _field(0.0, "--distill_from: add this weight x the mean squared distance between "
+                                          "student hidden state k and the teacher's k x L_t / L_s (embeddings "
+                                          "included; a learned projection when the hidden sizes differ); 0: off")
     # -- DeepSpeed (torch backend)
     deepspeed: str = _field("", "a DeepSpeed JSON config: train on DeepSpeed (ZeRO stage 0-3; its batch, clipping, "
                             "precision, optimizer and scheduler blocks set the matching flags); without DeepSpeed "
@@ -333,12 +337,13 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
         _check_squad(s)
     if s.auto_model == "bert_multiple_choice":
         _check_multiple_choice(s)
-    if s.peft and s.backend != "torch":
-        raise UserInputError(f"--peft={s.peft} runs on --backend=torch (MindSpore adapters are not built yet)")
+    if s.peft == "svd_lora" and s.backend != "torch":
+        raise UserInputError("--peft=svd_lora runs on --backend=torch (its rank budget reads the singular values' "
+                             "gradients through torch hooks); lora and prefix run on both backends")
     if s.peft and not s.init_from and not s.load_checkpoint_path:
         raise UserInputError(f"--peft={s.peft} adapts a trained model: pass --init_from (an HF folder or a .ckpt)")
-    if s.distill_from and (s.temperature <= 0 or not 0 <= s.distill_alpha <= 1):
-        raise UserInputError(f"--temperature={s.temperature} must be > 0 and --distill_alpha={s.distill_alpha} in [0, 1]")
+    if s.distill_from:
+        check_loss_weights(s.temperature, s.distill_alpha, s.distill_hidden_weight)
     if s.distill_from and s.auto_model not in ("bert_glue", "bert_multiple_choice"):
         raise UserInputError(f"--distill_from works with bert_glue and bert_multiple_choice, not {s.auto_model}")
     if s.distill_from and s.peft:

@@ -8,6 +8,9 @@ from mindtransformer.backends import get_backend
 from mindtransformer.verify import max_abs_diff, task_inputs
 
 TORCH, MINDSPORE = get_backend("torch"), get_backend("mindspore")
+# Training runs: GRAPH in the default run; PYNATIVE (the same math, eager) with the slow tests.
+GRAPH_BY_DEFAULT = pytest.mark.parametrize(
+    "mindspore_mode", ["GRAPH", pytest.param("PYNATIVE", marks=pytest.mark.slow)], indirect=True)
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
@@ -63,8 +66,7 @@ def test_gradients_agree(minilm_path, batch):
             assert float(np.abs(grad - grads_m[name]).max()) <= 1e-4 * scale, name
 
 
-# GRAPH in the default run; PYNATIVE (the same math, eager) with the slow tests.
-@pytest.mark.parametrize("mindspore_mode", ["GRAPH", pytest.param("PYNATIVE", marks=pytest.mark.slow)], indirect=True)
+@GRAPH_BY_DEFAULT
 def test_twenty_adamw_steps_give_the_same_losses(minilm_path, batch, mindspore_mode):
     ours, theirs = twin_models(minilm_path, "sequence_classification", **NO_DROPOUT)
     step_t = TORCH.TrainStep(ours, TORCH.make_optimizer(ours, "adamw", 1e-4, 0.01))
@@ -76,6 +78,7 @@ def test_twenty_adamw_steps_give_the_same_losses(minilm_path, batch, mindspore_m
     assert max(abs(a - b) for a, b in losses) <= 1e-3
 
 
+@GRAPH_BY_DEFAULT
 @pytest.mark.parametrize("optimizer", ["adamweightdecay", "lamb"])
 def test_mindspore_optimizers_lower_the_loss(minilm_path, batch, optimizer, mindspore_mode):
     model = mt.from_pretrained(minilm_path, task="sequence_classification", backend="mindspore")
@@ -86,6 +89,7 @@ def test_mindspore_optimizers_lower_the_loss(minilm_path, batch, optimizer, mind
     assert losses[-1] < losses[0] * 0.7, losses
 
 
+@GRAPH_BY_DEFAULT
 def test_fp16_mixed_precision_trains_finite(minilm_path, batch, mindspore_mode):
     """Cell.to_float(fp16) (what amp O2/O3 does to a BERT): the fp32 master weights are cast per
     op and the padding bias stays finite, so the loss is finite and near the fp32 one."""

@@ -115,3 +115,30 @@ def test_errors(tmp_path, minilm_path):
         load_adapter(model, str(tmp_path))
     with pytest.raises(UserInputError, match="no LoRA adapter to save"):
         save_adapter(model, str(tmp_path))
+
+
+def test_mindspore_loads_the_adapter_merges_and_trains_only_it(tmp_path, minilm_path, inputs):
+    """The same definition on MindSpore: torch's adapter loads with the same outputs, merges to
+    the same plain weights, and a training step there moves only the adapter and the head."""
+    from mindtransformer.backends import get_backend
+
+    ours = adapted(minilm_path)
+    expected = ours(*inputs[0])["logits"].detach().numpy()
+    save_adapter(ours, str(tmp_path / "adapter"))
+    ms_backend = get_backend("mindspore")
+    model = load_adapter(from_pretrained(minilm_path, task="sequence_classification", backend="mindspore"),
+                         str(tmp_path / "adapter"))
+    ms_backend.set_train(model, False)
+    np.testing.assert_allclose(ms_backend.infer(model, inputs[1])["logits"], expected, atol=1e-4)
+    assert parameter_counts(model) == parameter_counts(ours)
+    before = ms_backend.named_arrays(model)
+    ms_backend.set_train(model, True)
+    step = ms_backend.TrainStep(model, ms_backend.make_optimizer(model, "adamw", 1e-3, 0.01), jit=False)
+    step({**inputs[1], "labels": np.array([0, 1] * 8)})
+    moved = {k for k, v in ms_backend.named_arrays(model).items() if not np.array_equal(v, before[k])}
+    assert moved == {k for k in before if ".lora_" in k or k.startswith("classifier.")}
+    merged = ms_backend.named_arrays(merge_lora(load_adapter(
+        from_pretrained(minilm_path, task="sequence_classification", backend="mindspore"), str(tmp_path / "adapter"))))
+    torch_merged = {k: v.detach().numpy() for k, v in merge_lora(ours).state_dict().items()}
+    assert sorted(merged) == sorted(k for k in torch_merged if k in merged) and "bert.encoder.layer.0.attention.self.query.weight" in merged
+    assert max(np.abs(merged[k] - torch_merged[k]).max() for k in merged) < 1e-6

@@ -75,11 +75,12 @@ def test_peft_needs_a_trained_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_prefix_tuning_trains_and_exports_folded_prefixes(tmp_path, minilm_path):
+@pytest.mark.parametrize("backend", ["torch", "mindspore"])
+def test_prefix_tuning_trains_and_exports_folded_prefixes(tmp_path, minilm_path, backend):
     out = str(tmp_path / "run")
     args = [a for a in lora_args(minilm_path, out) if not a.startswith(("--peft", "--lora"))]
     # one batch of 16 seen at every step: the prefixes must fit it
-    done = finetune(*args, "--peft=prefix", "--prefix_length=8", "--learning_rate=1e-3")
+    done = finetune(*args, "--peft=prefix", "--prefix_length=8", "--learning_rate=1e-3", f"--backend={backend}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "with prefix" in done.stdout
     losses = train_losses(out)
@@ -91,6 +92,26 @@ def test_prefix_tuning_trains_and_exports_folded_prefixes(tmp_path, minilm_path)
     done = run("mindtransformer.tasks.text_classification", f"--load_checkpoint_path={os.path.join(out, 'final')}",
                "--task_name=RTE", f"--data_dir={os.path.join(RESOURCES, 'glue', 'RTE')}")
     assert done.returncode == 0 and '"examples": 277' in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_mindspore_lora_trains_only_the_adapter(tmp_path, minilm_path):
+    out = str(tmp_path / "run")
+    done = finetune(*lora_args(minilm_path, out), "--backend=mindspore")
+    assert done.returncode == 0, done.stderr[-3000:]
+    losses = train_losses(out)
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
+    base = load_file(os.path.join(minilm_path, "model.safetensors"))
+    merged = {k[len("bert."):] if k.startswith("bert.") else k: v
+              for k, v in load_file(os.path.join(out, "final", "model.safetensors")).items()}
+    changed = sorted(k for k in merged if k in base and not np.array_equal(merged[k], base[k]))
+    assert changed == sorted(k for k in base if k.endswith(("query.weight", "value.weight", "attention.output.dense.weight")))
+    assert os.path.isfile(os.path.join(out, "final", "adapter", "adapter_model.safetensors"))
+
+
+def test_svd_lora_on_mindspore_is_refused_up_front(tmp_path, minilm_path):
+    done = finetune(*lora_args(minilm_path, str(tmp_path)), "--peft=svd_lora", "--backend=mindspore")
+    one_line_error(done, "--peft=svd_lora runs on --backend=torch")
 
 
 @pytest.mark.slow

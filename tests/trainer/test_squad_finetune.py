@@ -208,7 +208,9 @@ def test_chinese_cmrc_fine_tunes_and_is_scored_with_the_cmrc_metric(tmp_path, mi
     dev = tmp_path / "dev.json"
     dev.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     done = finetune(*SHORT[:1], f"--train_data_path={trial}", *SHORT[2:], f"--eval_data_path={dev}",
-                    f"--init_from={minilm_path}", "--max_answer_length=64", f"--save_checkpoint_path={tmp_path / 'run'}")
+                    f"--init_from={minilm_path}", "--max_answer_length=64",
+                    "--train_steps=3", "--eval_steps=3", "--save_checkpoint_steps=3",  # what is tested: data and metric
+                    f"--save_checkpoint_path={tmp_path / 'run'}")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "5 skipped (answer not found at its answer_start)" in done.stderr
     manifest = json.loads((tmp_path / "run" / "run_manifest.json").read_text())

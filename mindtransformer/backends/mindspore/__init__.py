@@ -40,6 +40,15 @@ def named_modules(model) -> list:
     return list(model.cells_and_names())
 
 
+def replace_module(model, name: str, cell) -> None:
+    """Put `cell` at the dotted `name`, its parameters named from the root: MindSpore prefixes a
+    cell's parameter names only with the attribute it is set as, and an optimizer refuses two
+    parameters of the same name (`query.lora_A.weight` in every layer)."""
+    parent, _, child = name.rpartition(".")
+    setattr(dict(model.cells_and_names())[parent], child, cell)
+    cell.update_parameters_name(name + ".")
+
+
 def set_trainable(model, names) -> None:
     """Train exactly the parameters in `names`; freeze the rest."""
     for name, parameter in _parameters(model).items():

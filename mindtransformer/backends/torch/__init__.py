@@ -32,6 +32,12 @@ def named_modules(model) -> list:
     return list(model.named_modules())
 
 
+def replace_module(model, name: str, module) -> None:
+    """Put `module` at the dotted `name` (e.g. bert.encoder.layer.0.attention.self.query)."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)
+
+
 def set_trainable(model, names) -> None:
     """Train exactly the parameters in `names`; freeze the rest."""
     for name, parameter in model.named_parameters():

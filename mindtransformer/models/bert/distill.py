@@ -5,8 +5,9 @@
 - `init_from_teacher(student, teacher)`: every student weight whose shape the teacher has is
   copied: embeddings, pooler, task head, and student layer i from teacher layer i x L_t // L_s
   (evenly spaced from the first: 2 of 6 -> 0, 3; 3 of 6 -> 0, 2, 4, DistilBERT's every other).
-- `distillation(student, teacher, temperature, alpha)`: the `Distillation` module (modeling.py)
-  with the teacher frozen and its dropout off, so that its targets do not change between steps.
+- `distillation(student, teacher, temperature, alpha, hidden_weight)`: the `Distillation` module
+  (modeling.py) with the teacher frozen and its dropout off, so that its targets do not change
+  between steps; hidden_weight > 0 adds hidden-state matching (TinyBERT's uniform layer mapping).
 
 Shape legend: L_t teacher layers, L_s student layers.
 """
@@ -52,12 +53,17 @@ def init_from_teacher(student, teacher) -> list:
     return sorted(copied)
 
 
-def distillation(student, teacher, temperature: float = 2.0, alpha: float = 0.5):
+def check_loss_weights(temperature: float, alpha: float, hidden_weight: float) -> None:
+    if temperature <= 0 or not 0 <= alpha <= 1 or hidden_weight < 0:
+        raise UserInputError(f"--temperature={temperature} must be > 0, --distill_alpha={alpha} in [0, 1] and "
+                             f"--distill_hidden_weight={hidden_weight} >= 0")
+
+
+def distillation(student, teacher, temperature: float = 2.0, alpha: float = 0.5, hidden_weight: float = 0.0):
     """The student wrapped with its teacher (frozen, dropout off) in the Distillation module."""
     from mindtransformer.models.bert import build_model, modeling_for
 
-    if temperature <= 0 or not 0 <= alpha <= 1:
-        raise UserInputError(f"--temperature={temperature} must be > 0 and --distill_alpha={alpha} in [0, 1]")
+    check_loss_weights(temperature, alpha, hidden_weight)
     if student.task != teacher.task:
         raise UserInputError(f"the teacher is a {teacher.task} model but the student a {student.task} one; "
                              "distil a teacher fine-tuned on this task")
@@ -70,6 +76,6 @@ def distillation(student, teacher, temperature: float = 2.0, alpha: float = 0.5)
                         teacher.task, teacher.backend)
     bound.load_arrays(quiet, bound.named_arrays(teacher))
     bound.set_trainable(quiet, set())
-    model = modeling_for(student.backend).Distillation(student, quiet, temperature, alpha)
+    model = modeling_for(student.backend).Distillation(student, quiet, temperature, alpha, hidden_weight)
     model.config, model.task, model.backend = student.config, student.task, student.backend
     return model

@@ -60,9 +60,8 @@ def wrap_linears(model, targets, make) -> list:
         raise UserInputError(f"--lora_target_modules={','.join(targets)} matches no Linear layer; "
                              f"BERT's are named {', '.join(linears)} (or dotted, e.g. attention.output.dense)")
     for name in names:
-        parent_name, _, child = name.rpartition(".")
         out_features, in_features = bound.parameter_shapes(modules[name])["weight"]
-        setattr(modules[parent_name], child, make(modules[name], in_features, out_features))
+        bound.replace_module(model, name, make(modules[name], in_features, out_features))
     return names
 
 
@@ -77,12 +76,10 @@ def unwrap(model, layers: dict, merged_weight) -> None:
     """Put each wrapper's base layer back with merged_weight(arrays of the wrapper, wrapper) as its
     weight (O, I); everything is trainable again."""
     bound = get_backend(model.backend)
-    modules = dict(bound.named_modules(model))
     for name, layer in layers.items():
         weight = merged_weight(bound.named_arrays(layer), layer)
         bound.load_arrays(layer.base_layer, {"weight": weight.astype(np.float32)})
-        parent_name, _, child = name.rpartition(".")
-        setattr(modules[parent_name], child, layer.base_layer)
+        bound.replace_module(model, name, layer.base_layer)
     bound.set_trainable(model, set(bound.parameter_shapes(model)))
 
 

@@ -114,15 +114,20 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList([BertLayer(config) for _ in range(config.num_hidden_layers)])
 
-    def forward(self, x, bias, first_token_only=False):
+    def forward(self, x, bias, first_token_only=False, all_states=False):
         # first_token_only: the caller reads only [CLS] of the last layer (pooler heads), so that
         # layer computes queries, attention output and feed-forward for position 0 alone:
         # (B, T, H) -> (B, 1, H). Keys and values still come from every token.
+        # Returns the last layer's output and, with all_states, the tuple of the embeddings' output
+        # and every layer's (L + 1 of (B, T, H), HF's hidden_states), else ().
         last = len(self.layer) - 1
+        states = (x,) if all_states else ()
         for index, layer in enumerate(self.layer):
             queries = x[:, :1] if first_token_only and index == last else x
             x = layer(queries, x, bias)
-        return x
+            if all_states:
+                states = states + (x,)
+        return x, states
 
 
 class BertPooler(nn.Module):
@@ -143,16 +148,26 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config) if add_pooling_layer else None
 
-    def encode(self, input_ids, attention_mask=None, token_type_ids=None, first_token_only=False):
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, first_token_only=False, all_states=False):
+        """(the last layer's output (B, T, H), the hidden states or ()): see BertEncoder. With
+        all_states every layer is computed in full, as HF's output_hidden_states gives them."""
         bias = ops.attention_bias(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)
-        return self.encoder(x, bias, first_token_only)
+        return self.encoder(x, bias, first_token_only and not all_states, all_states)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        x = self.encode(input_ids, attention_mask, token_type_ids)
-        if self.pooler is None:
-            return {"last_hidden_state": x}
-        return {"last_hidden_state": x, "pooler_output": self.pooler(x)}
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+        x, states = self.encode(input_ids, attention_mask, token_type_ids, all_states=output_hidden_states)
+        outputs = {"last_hidden_state": x}
+        if self.pooler is not None:
+            outputs["pooler_output"] = self.pooler(x)
+        return with_hidden_states(outputs, states)
+
+
+def with_hidden_states(outputs: dict, states: tuple) -> dict:
+    """outputs with "hidden_states" when the caller asked for them (output_hidden_states=True)."""
+    if states:
+        outputs["hidden_states"] = states
+    return outputs
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -206,12 +221,12 @@ class BertForPreTraining(nn.Module):
         self.cls = BertPreTrainingHeads(config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, next_sentence_label=None,
-                masked_lm_positions=None):
+                masked_lm_positions=None, output_hidden_states=False):
         # labels (B, T): the original token at masked positions, -100 elsewhere (HF's convention).
         # With masked_lm_positions (B, P) (google's way, what the trainer passes) the MLM head runs
         # only at those positions: prediction_logits (B, P, V) and labels (B, P), T / P times
         # less work in the largest matmul of a small model.
-        x = self.bert.encode(input_ids, attention_mask, token_type_ids)
+        x, states = self.bert.encode(input_ids, attention_mask, token_type_ids, all_states=output_hidden_states)
         pooled = self.bert.pooler(x)
         if masked_lm_positions is not None:
             x = ops.gather_positions(x, masked_lm_positions)  # (B, T, H) -> (B, P, H)
@@ -219,7 +234,7 @@ class BertForPreTraining(nn.Module):
         outputs = {"prediction_logits": mlm, "seq_relationship_logits": nsp}
         if labels is not None and next_sentence_label is not None:
             outputs["loss"] = ops.cross_entropy(mlm, labels) + ops.cross_entropy(nsp, next_sentence_label)
-        return outputs
+        return with_hidden_states(outputs, states)
 
 
 class BertForMaskedLM(nn.Module):
@@ -230,12 +245,12 @@ class BertForMaskedLM(nn.Module):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.cls = BertOnlyMLMHead(config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        x = self.bert.encode(input_ids, attention_mask, token_type_ids)
-        logits = self.cls(x, self.bert.embeddings.word_embeddings.weight)
-        if labels is None:
-            return {"logits": logits}
-        return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, output_hidden_states=False):
+        x, states = self.bert.encode(input_ids, attention_mask, token_type_ids, all_states=output_hidden_states)
+        outputs = {"logits": self.cls(x, self.bert.embeddings.word_embeddings.weight)}
+        if labels is not None:
+            outputs["loss"] = ops.cross_entropy(outputs["logits"], labels)
+        return with_hidden_states(outputs, states)
 
 
 def _classifier_dropout(config):
@@ -252,14 +267,15 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels, config.initializer_range)
         self.regression = config.problem_type == "regression" or (config.problem_type is None and config.num_labels == 1)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
-        x = self.bert.encode(input_ids, attention_mask, token_type_ids, first_token_only=True)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, output_hidden_states=False):
+        x, states = self.bert.encode(input_ids, attention_mask, token_type_ids, True, output_hidden_states)
         logits = self.classifier(self.dropout(self.bert.pooler(x)))
-        if labels is None:
-            return {"logits": logits}
-        if self.regression:  # labels (B,) floats, logits (B, 1)
-            return {"logits": logits, "loss": ops.mse(ops.reshape(logits, (-1,)), labels)}
-        return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
+        outputs = {"logits": logits}
+        if labels is not None and self.regression:  # labels (B,) floats, logits (B, 1)
+            outputs["loss"] = ops.mse(ops.reshape(logits, (-1,)), labels)
+        elif labels is not None:
+            outputs["loss"] = ops.cross_entropy(logits, labels)
+        return with_hidden_states(outputs, states)
 
 
 class BertForMultipleChoice(nn.Module):
@@ -271,17 +287,19 @@ class BertForMultipleChoice(nn.Module):
         self.dropout = nn.Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, 1, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, output_hidden_states=False):
+        # hidden states: (B * C, T, H) each, the choices flattened as HF gives them
         batch, choices, length = ops.shape(input_ids)
         flat = (batch * choices, length)
         attention_mask = None if attention_mask is None else ops.reshape(attention_mask, flat)
         token_type_ids = None if token_type_ids is None else ops.reshape(token_type_ids, flat)
-        x = self.bert.encode(ops.reshape(input_ids, flat), attention_mask, token_type_ids, first_token_only=True)
+        x, states = self.bert.encode(ops.reshape(input_ids, flat), attention_mask, token_type_ids, True,
+                                     output_hidden_states)
         scores = self.classifier(self.dropout(self.bert.pooler(x)))  # (B*C, 1)
-        logits = ops.reshape(scores, (batch, choices))
-        if labels is None:
-            return {"logits": logits}
-        return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
+        outputs = {"logits": ops.reshape(scores, (batch, choices))}
+        if labels is not None:
+            outputs["loss"] = ops.cross_entropy(outputs["logits"], labels)
+        return with_hidden_states(outputs, states)
 
 
 class BertForTokenClassification(nn.Module):
@@ -293,13 +311,13 @@ class BertForTokenClassification(nn.Module):
         self.dropout = nn.Dropout(_classifier_dropout(config))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, output_hidden_states=False):
         # labels (B, T), -100 where no label (padding, word continuations)
-        x = self.bert.encode(input_ids, attention_mask, token_type_ids)
-        logits = self.classifier(self.dropout(x))
-        if labels is None:
-            return {"logits": logits}
-        return {"logits": logits, "loss": ops.cross_entropy(logits, labels)}
+        x, states = self.bert.encode(input_ids, attention_mask, token_type_ids, all_states=output_hidden_states)
+        outputs = {"logits": self.classifier(self.dropout(x))}
+        if labels is not None:
+            outputs["loss"] = ops.cross_entropy(outputs["logits"], labels)
+        return with_hidden_states(outputs, states)
 
 
 class BertForQuestionAnswering(nn.Module):
@@ -310,14 +328,16 @@ class BertForQuestionAnswering(nn.Module):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2, config.initializer_range)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None, end_positions=None):
-        logits = self.qa_outputs(self.bert.encode(input_ids, attention_mask, token_type_ids))  # (B, T, 2)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None, end_positions=None,
+                output_hidden_states=False):
+        x, states = self.bert.encode(input_ids, attention_mask, token_type_ids, all_states=output_hidden_states)
+        logits = self.qa_outputs(x)  # (B, T, 2)
         start, end = logits[:, :, 0], logits[:, :, 1]
-        if start_positions is None or end_positions is None:
-            return {"start_logits": start, "end_logits": end}
-        # positions (B,): token indices of the answer span ([CLS] = 0 when the window has none)
-        loss = (ops.cross_entropy(start, start_positions) + ops.cross_entropy(end, end_positions)) / 2
-        return {"start_logits": start, "end_logits": end, "loss": loss}
+        outputs = {"start_logits": start, "end_logits": end}
+        if start_positions is not None and end_positions is not None:
+            # positions (B,): token indices of the answer span ([CLS] = 0 when the window has none)
+            outputs["loss"] = (ops.cross_entropy(start, start_positions) + ops.cross_entropy(end, end_positions)) / 2
+        return with_hidden_states(outputs, states)
 
 
 class LoraLinear(nn.Module):
@@ -414,27 +434,46 @@ class PrefixTable(nn.Module):
 
 class Distillation(nn.Module):
     """A student trained on a frozen teacher's outputs: loss = alpha * KL(teacher || student at
-    temperature T) x T^2 + (1 - alpha) * the student's own task loss while training; outputs (and
-    the evaluation loss) are the student's. For heads whose targets are `labels` (classification,
-    multiple choice, masked LM)."""
+    temperature T) x T^2 + (1 - alpha) * the student's own task loss while training, plus, with
+    hidden_weight > 0, hidden_weight x the mean squared distance between student hidden state k and
+    the teacher's k x L_t / L_s (k = 0 the embeddings .. L_s; TinyBERT's uniform mapping), through a
+    learned (H_s -> H_t) projection when the hidden sizes differ. Outputs (and the evaluation loss)
+    are the student's. For heads whose targets are `labels` (classification, multiple choice, masked LM)."""
 
-    def __init__(self, student, teacher, temperature: float, alpha: float):
+    def __init__(self, student, teacher, temperature: float, alpha: float, hidden_weight: float = 0.0):
         super().__init__()
         self.student = student
         self.teacher = teacher
         self.temperature = temperature
         self.alpha = alpha
+        self.hidden_weight = hidden_weight
+        student_size, teacher_size = student.config.hidden_size, teacher.config.hidden_size
+        self.project = (nn.Linear(student_size, teacher_size, student.config.initializer_range)
+                        if hidden_weight > 0 and student_size != teacher_size else None)
+        student_layers, teacher_layers = student.config.num_hidden_layers, teacher.config.num_hidden_layers
+        self.pairs = tuple((k, k * teacher_layers // student_layers) for k in range(student_layers + 1))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         if labels is None:
             return self.student(input_ids, attention_mask, token_type_ids)
-        outputs = self.student(input_ids, attention_mask, token_type_ids, labels)
         if not self.training:  # evaluation: the student's own task loss, no teacher pass
-            return outputs
-        taught = self.teacher(input_ids, attention_mask, token_type_ids)
+            return self.student(input_ids, attention_mask, token_type_ids, labels)
+        match = self.hidden_weight > 0
+        outputs = self.student(input_ids, attention_mask, token_type_ids, labels, output_hidden_states=match)
+        taught = self.teacher(input_ids, attention_mask, token_type_ids, output_hidden_states=match)
         soft = ops.soft_cross_entropy(outputs["logits"], taught["logits"], self.temperature)
-        outputs["loss"] = self.alpha * soft + (1.0 - self.alpha) * outputs["loss"]
-        return outputs
+        loss = self.alpha * soft + (1.0 - self.alpha) * outputs["loss"]
+        if match:
+            loss = loss + self.hidden_weight * self.hidden_distance(outputs["hidden_states"], taught["hidden_states"])
+        return {"logits": outputs["logits"], "loss": loss}
+
+    def hidden_distance(self, student_states, teacher_states):
+        """Mean over the mapped pairs of the mean squared difference of (B, T, H_t) states."""
+        total = 0.0
+        for k, t in self.pairs:
+            mine = student_states[k] if self.project is None else self.project(student_states[k])
+            total = total + ops.mse(mine, teacher_states[t])
+        return total / len(self.pairs)
 
 
 # task name -> class; the class name is also HF's architecture name written to config.json.

@@ -36,7 +36,8 @@ class PrefixSettings:
 
 
 def _self_attentions(model) -> list:
-    return [m for name, m in get_backend(model.backend).named_modules(model) if name.endswith(".attention.self")]
+    """(dotted name, module) of each layer's self-attention."""
+    return [(name, m) for name, m in get_backend(model.backend).named_modules(model) if name.endswith(".attention.self")]
 
 
 def apply_prefix(model, settings: PrefixSettings):
@@ -45,10 +46,11 @@ def apply_prefix(model, settings: PrefixSettings):
 
     modeling = modeling_for(model.backend)
     hidden, std = model.config.hidden_size, model.config.initializer_range
-    for attention in _self_attentions(model):
-        attention.prefix = modeling.PrefixReparameterized(settings.length, hidden, settings.mlp_hidden, std)
-    model.prefix_settings = settings
     bound = get_backend(model.backend)
+    for name, _ in _self_attentions(model):
+        bound.replace_module(model, f"{name}.prefix",
+                             modeling.PrefixReparameterized(settings.length, hidden, settings.mlp_hidden, std))
+    model.prefix_settings = settings
     bound.set_trainable(model, {n for n in bound.parameter_shapes(model) if PREFIX_KEY in n or n.startswith(HEAD_PREFIXES)})
     return model
 
@@ -57,8 +59,9 @@ def attach_prefix_tables(model, length: int):
     from mindtransformer.models.bert import modeling_for
 
     table = modeling_for(model.backend).PrefixTable
-    for attention in _self_attentions(model):
-        attention.prefix = table(length, model.config.hidden_size)
+    bound = get_backend(model.backend)
+    for name, _ in _self_attentions(model):
+        bound.replace_module(model, f"{name}.prefix", table(length, model.config.hidden_size))
     return model
 
 
@@ -70,13 +73,13 @@ def fold_prefix(model):
     table_class = modeling_for(model.backend).PrefixTable
     was_training = model.training
     bound.set_train(model, False)
-    for attention in _self_attentions(model):
+    for name, attention in _self_attentions(model):
         if attention.prefix is None or isinstance(attention.prefix, table_class):
             continue
         values = bound.to_numpy(attention.prefix())  # (P, 2H)
         table = table_class(values.shape[0], values.shape[1] // 2)
         bound.load_arrays(table, {"key_value.weight": values.astype(np.float32)})
-        attention.prefix = table
+        bound.replace_module(model, f"{name}.prefix", table)
     bound.set_train(model, was_training)
     return model
 
@@ -84,7 +87,7 @@ def fold_prefix(model):
 def prefix_length(model) -> int:
     """P of the model's prefixes, 0 when it has none."""
     bound = get_backend(model.backend)
-    for attention in _self_attentions(model):
+    for _, attention in _self_attentions(model):
         if attention.prefix is not None:
             return next(iter(bound.parameter_shapes(attention.prefix).values()))[0]  # (P, H) or (P, 2H)
     return 0
