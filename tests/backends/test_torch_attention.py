@@ -30,12 +30,18 @@ def reference(q, k, v, bias, keep, scale):
     return weights @ v
 
 
+def attention_mask(p):
+    """The mask and scale ops.attention draws next: one per example, from one stream."""
+    masks = ops.DropoutMasks(p)
+    return masks.multiplier((B, N, T, T), torch.float64, rows=B).bool(), masks.scale
+
+
 def test_training_attention_is_the_formula_with_its_reproducible_mask():
     q, k, v, bias = qkv_and_bias()
     torch.manual_seed(7)
     got = ops.attention(q, k, v, bias, 0.3)
     torch.manual_seed(7)  # the same torch RNG state -> the same mask
-    keep, scale = ops.dropout_keep_mask((B, N, T, T), 0.3)
+    keep, scale = attention_mask(0.3)
     assert 0 < int((~keep).sum()) < keep.numel()
     np.testing.assert_allclose(got.double(), reference(q, k, v, bias, keep, scale), atol=1e-5)
     torch.manual_seed(8)
@@ -59,10 +65,13 @@ def test_without_dropout_it_equals_the_written_out_formula():
                                reference(q, k, v, bias, torch.ones(B, N, T, T, dtype=torch.bool), 1.0), atol=1e-5)
 
 
-@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_the_mask_drops_p_and_the_scale_keeps_the_expectation(p):
+@pytest.mark.parametrize("p, dtype", [(0.1, torch.bfloat16), (0.5, torch.float16), (0.9, torch.float32)])
+def test_the_mask_drops_p_and_the_scale_keeps_the_expectation(p, dtype):
     torch.manual_seed(0)
-    keep, scale = ops.dropout_keep_mask((64, 12, 64, 64), p)
+    masks = ops.DropoutMasks(p)
+    mask = masks.multiplier((64, 12, 64, 64), dtype, rows=64)
+    assert mask.dtype == dtype and set(mask.unique().tolist()) == {0.0, 1.0}
+    keep, scale = mask.bool(), masks.scale
     rounded = round(p * 65536) / 65536
     n = keep.numel()
     dropped = 1 - float(keep.double().mean())
@@ -70,3 +79,67 @@ def test_the_mask_drops_p_and_the_scale_keeps_the_expectation(p):
     assert scale == pytest.approx(1 / (1 - rounded), rel=1e-12)
     # p is rounded to the nearest multiple of 1/65536
     assert abs(rounded - p) <= 0.5 / 65536
+
+
+@pytest.mark.parametrize("examples_per_chunk", [4, 1, 3])
+@pytest.mark.parametrize("empty_sequence", [False, True])
+def test_training_attention_gradients_are_the_formulas(empty_sequence, examples_per_chunk, monkeypatch):
+    """The written-out backward against float64 autograd of the formula with the same mask, with
+    the batch in one chunk, one example per chunk and uneven chunks (3 + 1); an example whose keys
+    are all masked (uniform weights) gets no gradient through its masked keys."""
+    monkeypatch.setattr(ops, "_CHUNK_WEIGHTS", examples_per_chunk * N * T * T)
+    q, k, v, bias = qkv_and_bias()
+    if empty_sequence:
+        bias = bias.clone()
+        bias[2] = False
+    upstream = torch.randn(B, N, T, D, generator=torch.Generator().manual_seed(1))
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    torch.manual_seed(5)
+    out = ops.attention(*leaves, bias, 0.2)
+    (out * upstream).sum().backward()
+    torch.manual_seed(5)
+    keep, scale = attention_mask(0.2)
+    exact = [t.double().requires_grad_() for t in (q, k, v)]
+    scores = (exact[0] @ exact[1].transpose(-1, -2) / math.sqrt(D)).masked_fill(~bias, torch.finfo(torch.float64).min)
+    want = torch.softmax(scores, dim=-1) * keep * scale @ exact[2]
+    (want * upstream.double()).sum().backward()
+    np.testing.assert_allclose(out.detach().double(), want.detach(), atol=1e-5)
+    for name, got, want in zip("qkv", leaves, exact):
+        np.testing.assert_allclose(got.grad.double(), want.grad, atol=1e-5, err_msg=name)
+    if empty_sequence:
+        assert float(leaves[1].grad[2].abs().max()) == 0.0  # keys of the empty example get nothing
+
+
+def test_training_attention_under_bf16_autocast_matches_float32():
+    """Under CPU autocast the Function computes in bfloat16 and hands back gradients in the
+    inputs' dtype; values and gradients stay within bfloat16's precision of float32's."""
+    q, k, v, bias = qkv_and_bias()
+    results = []
+    for autocast in (False, True):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        torch.manual_seed(11)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = ops.attention(*leaves, bias, 0.1)
+        out.float().sum().backward()
+        assert out.dtype == (torch.bfloat16 if autocast else torch.float32)
+        assert all(t.grad.dtype == torch.float32 for t in leaves)
+        results.append([out.float()] + [t.grad for t in leaves])
+    for exact, low in zip(*results):
+        torch.testing.assert_close(low, exact, atol=0.1, rtol=0.05)
+
+
+def test_training_dropout_drops_with_its_reproducible_mask_and_passes_gradients_through_it():
+    from mindtransformer.backends.torch import nn
+
+    x = torch.randn(8, 16, 32, requires_grad=True)
+    layer = nn.Dropout(0.25).train()
+    torch.manual_seed(2)
+    y = layer(x)
+    torch.manual_seed(2)
+    masks = ops.DropoutMasks(0.25)
+    keep, scale = masks.multiplier(x.shape, x.dtype).bool(), masks.scale
+    torch.testing.assert_close(y, torch.where(keep, x * scale, 0))
+    upstream = torch.randn_like(x)
+    y.backward(upstream)
+    torch.testing.assert_close(x.grad, torch.where(keep, upstream * scale, 0))
+    assert torch.equal(layer.eval()(x), x)  # evaluation: the identity

@@ -3,6 +3,8 @@
 import torch
 from torch import nn as _nn
 
+from . import ops
+
 Module = _nn.Module
 ModuleList = _nn.ModuleList
 
@@ -34,6 +36,11 @@ class LayerNorm(_nn.LayerNorm):
 class Dropout(_nn.Dropout):
     def __init__(self, p: float):
         super().__init__(p)
+
+    def forward(self, x):
+        if self.training and self.p > 0 and x.device.type == "cpu":
+            return ops.dropout(x, self.p)
+        return super().forward(x)
 
 
 def zeros_parameter(size: int):
