@@ -4,7 +4,7 @@ The real SQuAD v1.1 dev set (../shared/data/squad_v1.1) split by article: the fi
 to fine-tune on, the last 10 to evaluate. The real MiniLM-L6-H384 checkpoint, the same settings
 on both sides: max_seq_length 384, doc_stride 128, max_query_length 64, batch 32, lr 5e-5,
 2 epochs, linear decay without warmup, weight decay 0 (run_qa's defaults), n-best 20,
-max_answer_length 30, bf16 autocast where the CPU has bf16 units (else fp32), seed 0.
+max_answer_length 30, bf16 autocast where the CPU has bf16 units (else fp32), seed 0 (--seeds for more).
 
     ours   python -m mindtransformer.trainer.trainer --auto_model=bert_squad ... (google's windows:
            doc_stride is the step between window starts; dynamic padding, length-grouped batches;
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from bench.common import ROOT, cpu_model_name, load_average  # noqa: E402
 
 SQUAD_DEV = os.path.join(os.path.dirname(ROOT), "shared", "data", "squad_v1.1", "dev-v1.1.json")
 SETTINGS = {"max_seq": 384, "stride": 128, "max_query": 64, "batch": 32, "lr": 5e-5, "weight_decay": 0.0,
-            "n_best": 20, "max_answer": 30, "seed": 0}
+            "n_best": 20, "max_answer": 30}
 PYTHON = sys.executable
 
 
@@ -54,14 +55,14 @@ def split(folder: str, train_articles: int, eval_articles: int) -> tuple:
     return os.path.join(folder, "train.json"), os.path.join(folder, "eval.json")
 
 
-def run_ours(train: str, dev: str, model: str, out: str, epochs: int, backend: str) -> dict:
+def run_ours(train: str, dev: str, model: str, out: str, epochs: int, backend: str, seed: int) -> dict:
     s = SETTINGS
     cmd = [PYTHON, "-m", "mindtransformer.trainer.trainer", "--auto_model=bert_squad", f"--backend={backend}",
            f"--train_data_path={train}", f"--eval_data_path={dev}", f"--init_from={model}",
            f"--seq_length={s['max_seq']}", f"--doc_stride={s['stride']}", f"--max_query_length={s['max_query']}",
            f"--global_batch_size={s['batch']}", f"--learning_rate={s['lr']}", f"--weight_decay={s['weight_decay']}",
            f"--epoch_size={epochs}", f"--n_best_size={s['n_best']}", f"--max_answer_length={s['max_answer']}",
-           "--precision=auto", f"--seed={s['seed']}", f"--save_checkpoint_path={out}",
+           "--precision=auto", f"--seed={seed}", f"--save_checkpoint_path={out}",
            "--save_checkpoint_steps=1000000", "--keep_checkpoint_max=1", "--log_steps=50"]
     started = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -169,10 +170,10 @@ print(json.dumps({{"exact_match": scores["exact_match"], "f1": scores["f1"], "tr
 """
 
 
-def run_hf(train: str, dev: str, model: str, out: str, epochs: int, bf16: bool, best: bool) -> dict:
+def run_hf(train: str, dev: str, model: str, out: str, epochs: int, bf16: bool, best: bool, seed: int) -> dict:
     s = SETTINGS
     args = {"train": train, "eval": dev, "model": model, "out": out, "epochs": epochs, "bf16": bf16, "best": best,
-            **{k: s[k] for k in ("max_seq", "stride", "batch", "lr", "weight_decay", "n_best", "max_answer", "seed")}}
+            "seed": seed, **{k: s[k] for k in ("max_seq", "stride", "batch", "lr", "weight_decay", "n_best", "max_answer")}}
     started = time.perf_counter()
     done = subprocess.run([PYTHON, "-c", HF_SCRIPT.format(root=ROOT), json.dumps(args)], capture_output=True,
                           text=True, cwd=ROOT)
@@ -191,6 +192,7 @@ def main() -> int:
     p.add_argument("--train_articles", type=int, default=38, help="first N articles of the dev set to fine-tune on")
     p.add_argument("--eval_articles", type=int, default=10, help="last N articles to evaluate on")
     p.add_argument("--model_path", default=None, help="HF folder (default: the bundled MiniLM)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds, each side run once per seed")
     p.add_argument("--json_out", default="", help="append each side's result here as one JSON line")
     args = p.parse_args()
     from mindtransformer.trainer.settings import TrainSettings, effective_precision
@@ -206,24 +208,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="squad-bench-") as folder:
         train, dev = split(folder, args.train_articles, args.eval_articles)
         for side in args.sides.split(","):
-            out = os.path.join(folder, side)
-            if side.startswith("ours"):
-                r = run_ours(train, dev, model, out, args.epochs, "mindspore" if side == "ours_ms" else "torch")
-            else:
-                r = run_hf(train, dev, model, out, args.epochs, bf16, best=side == "hf_best")
-            r.update(side=side, epochs=args.epochs, load_average=load_average())
-            results[side] = r
-            print(json.dumps(r), flush=True)
-            if args.json_out:
-                with open(args.json_out, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(r) + "\n")
+            for seed in (int(x) for x in args.seeds.split(",")):
+                out = os.path.join(folder, f"{side}-{seed}")
+                if side.startswith("ours"):
+                    r = run_ours(train, dev, model, out, args.epochs, "mindspore" if side == "ours_ms" else "torch", seed)
+                else:
+                    r = run_hf(train, dev, model, out, args.epochs, bf16, side == "hf_best", seed)
+                r.update(side=side, seed=seed, epochs=args.epochs, load_average=load_average())
+                results.setdefault(side, []).append(r)
+                print(json.dumps(r), flush=True)
+                if args.json_out:
+                    with open(args.json_out, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(r) + "\n")
+    mean = lambda runs, key: statistics.mean(r[key] for r in runs)  # noqa: E731
     for peer in ("hf_best", "hf"):
         if "ours" not in results or peer not in results:
             continue
         ours, hf = results["ours"], results[peer]
-        print(f"vs {peer}: F1 {ours['f1']:.2f} vs {hf['f1']:.2f} (difference {ours['f1'] - hf['f1']:+.2f}; target >= -0.5); "
-              f"EM {ours['exact_match']:.2f} vs {hf['exact_match']:.2f}; wall {ours['wall_s']:.0f} s vs "
-              f"{hf['wall_s']:.0f} s = {ours['wall_s'] / hf['wall_s']:.2f}x (target <= 0.67x)")
+        print(f"vs {peer} (means over {len(ours)} / {len(hf)} seeds): F1 {mean(ours, 'f1'):.2f} vs {mean(hf, 'f1'):.2f} "
+              f"(difference {mean(ours, 'f1') - mean(hf, 'f1'):+.2f}; target >= -0.5); EM {mean(ours, 'exact_match'):.2f} "
+              f"vs {mean(hf, 'exact_match'):.2f}; wall {mean(ours, 'wall_s'):.0f} s vs {mean(hf, 'wall_s'):.0f} s = "
+              f"{mean(ours, 'wall_s') / mean(hf, 'wall_s'):.2f}x (target <= 0.67x)")
     return 0
 
 
