@@ -108,3 +108,11 @@ def load_average():
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
+
+
+def seed_list(text: str) -> list:
+    """argparse type for --seeds: "0,1,2" -> [0, 1, 2]; anything else is argparse's one-line error."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers (e.g. 0,1,2)") from None

@@ -34,7 +34,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, cpu_model_name, load_average  # noqa: E402
+from bench.common import ROOT, cpu_model_name, load_average, seed_list  # noqa: E402
 
 GLUE = os.path.join(os.path.dirname(ROOT), "shared", "data", "glue")
 SETTINGS = {"max_seq": 128, "batch": 32, "lr": 3e-5, "weight_decay": 0.01}
@@ -159,7 +159,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tasks", default="rte,mrpc")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", type=seed_list, default="0,1,2", help="comma-separated seeds")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"some of {', '.join(CONFIGS)}")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max_train_examples", type=int, default=0, help="first N training examples only (0: all)")
@@ -179,7 +179,7 @@ def main() -> int:
     print(f"# {cpu_model_name()}, {os.cpu_count()} CPUs, load average {load_average():.2f} at start", flush=True)
     results = []
     for task in args.tasks.split(","):
-        for seed in (int(s) for s in args.seeds.split(",")):
+        for seed in args.seeds:
             for config in args.configs.split(","):
                 with tempfile.TemporaryDirectory(prefix="glue-bench-") as out:
                     if config.startswith("ours"):

@@ -41,7 +41,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, cpu_model_name, load_average  # noqa: E402
+from bench.common import ROOT, cpu_model_name, load_average, seed_list  # noqa: E402
 from mindtransformer.utils import bundled  # noqa: E402
 
 GLUE = os.path.join(os.path.dirname(ROOT), "shared", "data", "glue")
@@ -113,7 +113,7 @@ def main() -> int:
     p.add_argument("--tasks", default="sst-2,rte")
     p.add_argument("--configs", default=",".join(CONFIGS), help=f"some of {', '.join(CONFIGS)} (distilled needs full)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--seeds", default="0", help="comma-separated training seeds; the table shows mean and spread")
+    p.add_argument("--seeds", type=seed_list, default="0", help="comma-separated training seeds; the table shows mean and spread")
     p.add_argument("--lr", action="append", default=[], metavar="CONFIG=LR",
                    help="replace a configuration's learning rate (repeatable)")
     p.add_argument("--max_train_examples", type=int, default=0, help="first N training examples only (quick checks)")
@@ -129,7 +129,7 @@ def main() -> int:
     results = []
     for task in args.tasks.split(","):
         data = task_dir(task, work)
-        for seed in map(int, args.seeds.split(",")):
+        for seed in args.seeds:
             for name in configs:
                 out = os.path.join(work, task, f"seed{seed}", name)
                 result = run(task, name, data, out, args.epochs, os.path.join(work, task, f"seed{seed}", "full", "final"),

@@ -37,7 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, cpu_model_name, load_average  # noqa: E402
+from bench.common import ROOT, cpu_model_name, load_average, seed_list  # noqa: E402
 
 SQUAD_DEV = os.path.join(os.path.dirname(ROOT), "shared", "data", "squad_v1.1", "dev-v1.1.json")
 SETTINGS = {"max_seq": 384, "stride": 128, "max_query": 64, "batch": 32, "lr": 5e-5, "weight_decay": 0.0,
@@ -192,7 +192,7 @@ def main() -> int:
     p.add_argument("--train_articles", type=int, default=38, help="first N articles of the dev set to fine-tune on")
     p.add_argument("--eval_articles", type=int, default=10, help="last N articles to evaluate on")
     p.add_argument("--model_path", default=None, help="HF folder (default: the bundled MiniLM)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds, each side run once per seed")
+    p.add_argument("--seeds", type=seed_list, default="0", help="comma-separated seeds, each side run once per seed")
     p.add_argument("--json_out", default="", help="append each side's result here as one JSON line")
     args = p.parse_args()
     from mindtransformer.trainer.settings import TrainSettings, effective_precision
@@ -208,7 +208,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="squad-bench-") as folder:
         train, dev = split(folder, args.train_articles, args.eval_articles)
         for side in args.sides.split(","):
-            for seed in (int(x) for x in args.seeds.split(",")):
+            for seed in args.seeds:
                 out = os.path.join(folder, f"{side}-{seed}")
                 if side.startswith("ours"):
                     r = run_ours(train, dev, model, out, args.epochs, "mindspore" if side == "ours_ms" else "torch", seed)

@@ -59,12 +59,13 @@ def _example_chunks(query, key):
     return [slice(i, i + step) for i in range(0, batch, step)]
 
 
-def _softmax_weights(query, key, bias):
-    """(b, N, Tq, D) (already times D^-0.5), (b, N, T, D), (b, 1, 1, T) or None -> (b, N, Tq, T)."""
-    weights = torch.matmul(query, key.transpose(-1, -2))
+def _softmax_weights(query, key, bias, rows):
+    """The examples `rows` of (B, N, Tq, D) (already times D^-0.5), (B, N, T, D), (B, 1, 1, T) or
+    None -> (b, N, Tq, T)."""
+    weights = torch.matmul(query[rows], key[rows].transpose(-1, -2))
     if bias is not None:
         # the dtype's lowest value, not -inf: a row with every key masked stays finite (uniform)
-        weights.masked_fill_(~bias, torch.finfo(weights.dtype).min)
+        weights.masked_fill_(~bias[rows], torch.finfo(weights.dtype).min)
     return torch.softmax(weights, dim=-1)
 
 
@@ -91,7 +92,7 @@ class _TrainingAttention(torch.autograd.Function):
         ctx.save_for_backward(query, key, value, bias, keep)
         output = query.new_empty(query.shape[:-1] + value.shape[-1:])
         for rows in _example_chunks(query, key):
-            weights = _softmax_weights(query[rows], key[rows], None if bias is None else bias[rows])
+            weights = _softmax_weights(query, key, bias, rows)
             torch.matmul(weights.mul_(keep[rows]), value[rows], out=output[rows])
         return output.mul_(scale)
 
@@ -102,13 +103,12 @@ class _TrainingAttention(torch.autograd.Function):
         grad_query, grad_key, grad_value = (torch.empty(t.shape, dtype=t.dtype) for t in (query, key, value))
         for rows in _example_chunks(query, key):
             q, k, v, g, kept = query[rows], key[rows], value[rows], grad_output[rows], keep[rows]
-            bias_rows = None if bias is None else bias[rows]
-            weights = _softmax_weights(q, k, bias_rows)  # (b, N, Tq, T)
+            weights = _softmax_weights(query, key, bias, rows)  # (b, N, Tq, T)
             torch.matmul((weights * kept).transpose(-1, -2), g, out=grad_value[rows])
             grad_weights = torch.matmul(g, v.transpose(-1, -2)).mul_(kept)
             grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
             if ctx.empty_rows:
-                grad_scores.masked_fill_(~bias_rows, 0)
+                grad_scores.masked_fill_(~bias[rows], 0)
             torch.matmul(grad_scores, k, out=grad_query[rows])
             torch.matmul(grad_scores.transpose(-1, -2), q, out=grad_key[rows])
         return grad_query, grad_key, grad_value, None, None, None
