@@ -81,13 +81,16 @@ def test_the_mask_drops_p_and_the_scale_keeps_the_expectation(p, dtype):
     assert abs(rounded - p) <= 0.5 / 65536
 
 
+@pytest.mark.parametrize("weights_kept", [True, False])
 @pytest.mark.parametrize("examples_per_chunk", [4, 1, 3])
 @pytest.mark.parametrize("empty_sequence", [False, True])
-def test_training_attention_gradients_are_the_formulas(empty_sequence, examples_per_chunk, monkeypatch):
+def test_training_attention_gradients_are_the_formulas(empty_sequence, examples_per_chunk, weights_kept, monkeypatch):
     """The written-out backward against float64 autograd of the formula with the same mask, with
-    the batch in one chunk, one example per chunk and uneven chunks (3 + 1); an example whose keys
-    are all masked (uniform weights) gets no gradient through its masked keys."""
+    the batch in one chunk, one example per chunk and uneven chunks (3 + 1), the forward's weights
+    kept or recomputed; an example whose keys are all masked (uniform weights) gets no gradient
+    through its masked keys."""
     monkeypatch.setattr(ops, "_CHUNK_WEIGHTS", examples_per_chunk * N * T * T)
+    monkeypatch.setattr(ops, "_KEPT_WEIGHTS", B * N * T * T if weights_kept else 0)
     q, k, v, bias = qkv_and_bias()
     if empty_sequence:
         bias = bias.clone()

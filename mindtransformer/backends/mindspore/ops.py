@@ -69,6 +69,12 @@ def linear(x, weight, bias):
     return _ops.dense(x, weight, bias)
 
 
+def project(x, layers):
+    """x (B, T, I) through several layers -> their outputs, in order: one by one here (the stacked
+    matmul is a torch-on-CPU speed-up, see the torch binding's `project`)."""
+    return [layer(x) for layer in layers]
+
+
 def tanh(x):
     return _ops.tanh(x)
 

@@ -41,15 +41,18 @@ def attention(query, key, value, bias, dropout_p: float):
     """
     if dropout_p == 0.0 or query.device.type != "cpu":
         return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
-    if torch.is_autocast_enabled("cpu"):  # the Function computes in one dtype: autocast's matmul dtype
-        dtype = torch.get_autocast_dtype("cpu")
-        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    # The Function computes in one dtype (autocast's matmul dtype when on) on contiguous (B, N, T, D):
+    # its batched matmuls would otherwise copy the strided heads (split from (B, T, H)) on every
+    # call, forward and backward.
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
+    query, key, value = (t.to(dtype=dtype, memory_format=torch.contiguous_format) for t in (query, key, value))
     masks = DropoutMasks(dropout_p)
-    keep = masks.multiplier(query.shape[:-1] + key.shape[-2:-1], query.dtype, rows=query.shape[0])
-    return _TrainingAttention.apply(query * query.shape[-1] ** -0.5, key, value, bias, keep, masks.scale)
+    keep = masks.multiplier(query.shape[:-1] + key.shape[-2:-1], dtype, rows=query.shape[0])
+    return _TrainingAttention.apply(query, key, value, bias, keep, masks.scale)
 
 
 _CHUNK_WEIGHTS = 1 << 21  # attention weights per chunk of examples: 4 MB in bfloat16, cache-sized
+_KEPT_WEIGHTS = 1 << 23  # a layer's weights up to this many (16 MB in bfloat16) are kept for backward
 
 
 def _example_chunks(query, key):
@@ -76,8 +79,9 @@ class _TrainingAttention(torch.autograd.Function):
     memory (scores, weights, dropped weights, their gradients: 56 M values each per layer at
     B = 32, T = 384); each pass over them ran 2-6x slower than the same pass over a cache-sized
     chunk (measured). Here each chunk of examples goes through all its steps while in cache, and
-    only the dropout mask is kept for the backward pass, which recomputes the weights (one more
-    small matmul and softmax per chunk), as flash attention does. Masked keys need no backward
+    when a layer's weights are many (over _KEPT_WEIGHTS) only the dropout mask is kept for the
+    backward pass, which recomputes the weights (one more small matmul and softmax per chunk), as
+    flash attention does; fewer (GLUE's short sequences) are kept. Masked keys need no backward
     step: their weight is exp(lowest - max) = 0, so the softmax gradient is 0 there already,
     except in a row whose keys are all masked (an empty sequence), which is zeroed explicitly.
     The 1 / P(keep) rescale goes on the (B, N, Tq, D) output.
@@ -85,25 +89,36 @@ class _TrainingAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, query, key, value, bias, keep, scale: float):
-        # query (B, N, Tq, D) already times D^-0.5; key, value (B, N, T, D); bias (B, 1, 1, T)
-        # bool (True = attend) or None; keep (B, N, Tq, T): 1 keep, 0 drop, in the query's dtype
+        # query (B, N, Tq, D), key, value (B, N, T, D), all contiguous; bias (B, 1, 1, T) bool
+        # (True = attend) or None; keep (B, N, Tq, T): 1 keep, 0 drop, in the query's dtype
         ctx.scale = scale
         ctx.empty_rows = bias is not None and not bool(bias.any(dim=-1).all())
+        query = query * query.shape[-1] ** -0.5  # scaled here, so its gradient below is too
         ctx.save_for_backward(query, key, value, bias, keep)
+        ctx.kept_weights = [] if keep.numel() <= _KEPT_WEIGHTS else None  # each chunk's (b, N, Tq, T)
         output = query.new_empty(query.shape[:-1] + value.shape[-1:])
         for rows in _example_chunks(query, key):
             weights = _softmax_weights(query, key, bias, rows)
-            torch.matmul(weights.mul_(keep[rows]), value[rows], out=output[rows])
+            if ctx.kept_weights is not None:
+                ctx.kept_weights.append(weights)
+                weights = weights * keep[rows]
+            else:
+                weights.mul_(keep[rows])
+            torch.matmul(weights, value[rows], out=output[rows])
         return output.mul_(scale)
 
     @staticmethod
     def backward(ctx, grad_output):  # (B, N, Tq, D)
-        query, key, value, bias, keep = ctx.saved_tensors
-        grad_output = grad_output * ctx.scale
+        query, key, value, bias, keep = ctx.saved_tensors  # query times D^-0.5
+        # contiguous whatever merge_heads' gradient is (a transposed view): see `attention`
+        grad_output = torch.mul(grad_output, ctx.scale, out=torch.empty(grad_output.shape, dtype=grad_output.dtype))
         grad_query, grad_key, grad_value = (torch.empty(t.shape, dtype=t.dtype) for t in (query, key, value))
-        for rows in _example_chunks(query, key):
+        for chunk, rows in enumerate(_example_chunks(query, key)):
             q, k, v, g, kept = query[rows], key[rows], value[rows], grad_output[rows], keep[rows]
-            weights = _softmax_weights(query, key, bias, rows)  # (b, N, Tq, T)
+            if ctx.kept_weights is None:
+                weights = _softmax_weights(query, key, bias, rows)  # (b, N, Tq, T)
+            else:
+                weights = ctx.kept_weights[chunk]
             torch.matmul((weights * kept).transpose(-1, -2), g, out=grad_value[rows])
             grad_weights = torch.matmul(g, v.transpose(-1, -2)).mul_(kept)
             grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
@@ -111,7 +126,7 @@ class _TrainingAttention(torch.autograd.Function):
                 grad_scores.masked_fill_(~bias[rows], 0)
             torch.matmul(grad_scores, k, out=grad_query[rows])
             torch.matmul(grad_scores.transpose(-1, -2), q, out=grad_key[rows])
-        return grad_query, grad_key, grad_value, None, None, None
+        return grad_query.mul_(query.shape[-1] ** -0.5), grad_key, grad_value, None, None, None
 
 
 def dropout(x, p: float):
@@ -191,6 +206,23 @@ def merge_heads(x):
 
 def linear(x, weight, bias):
     return F.linear(x, weight, bias)
+
+
+def project(x, layers):
+    """x (B, T, I) through several layers -> their outputs (B, T, O_i), in order.
+
+    Plain Linear layers go through one matmul against their stacked (sum O_i, I) weights. For
+    attention's query, key and value that is one (B*T, H) x (H, 3H) matmul, one for its input's
+    gradient and one for the weights', where three of each ran slower (narrow), and autocast casts
+    x to bfloat16 once, not three times. Wrapped layers (LoRA) and ZeRO-3 partitions (whose
+    weights exist only inside their own module's call) are called one by one.
+    """
+    if not all(isinstance(layer, torch.nn.Linear) and layer.bias is not None and not hasattr(layer.weight, "ds_id")
+               for layer in layers):
+        return [layer(x) for layer in layers]
+    weight = torch.cat([layer.weight for layer in layers])  # (sum O_i, I)
+    bias = torch.cat([layer.bias for layer in layers])
+    return F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1)
 
 
 tanh = torch.tanh

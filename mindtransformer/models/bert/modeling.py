@@ -48,16 +48,21 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(config.hidden_size, config.hidden_size, std)
         self.prefix = None  # Prefix-Tuning: a module giving this layer's (P, 2H) key and value prefixes
 
-    def forward(self, queries, x, bias):
-        # queries (B, Tq, H) attend over x (B, T, H); Tq is T, or 1 when only [CLS] is needed.
+    def forward(self, x, bias, queries=None):
+        # x (B, T, H); queries (B, Tq, H) attend over x, Tq = 1 when only [CLS] is needed; None:
+        # every token of x queries (Tq = T), and x's three projections run as one (ops.project).
         n = self.num_attention_heads
-        keys, values = self.key(x), self.value(x)  # (B, T, H)
+        if queries is None:
+            q, keys, values = ops.project(x, (self.query, self.key, self.value))  # 3 x (B, T, H)
+        else:
+            q = self.query(queries)  # (B, Tq, H)
+            keys, values = ops.project(x, (self.key, self.value))
         if self.prefix is not None:  # P learned positions in front of every sequence's keys and values
             key_value = self.prefix()  # (P, 2H)
             hidden = ops.shape(keys)[-1]
             keys, values = ops.prepend(keys, key_value[:, :hidden]), ops.prepend(values, key_value[:, hidden:])
             bias = ops.attend_prefix(bias, ops.shape(key_value)[0])  # (B, 1, 1, P + T)
-        q = ops.split_heads(self.query(queries), n)  # (B, N, Tq, D)
+        q = ops.split_heads(q, n)  # (B, N, Tq, D)
         k = ops.split_heads(keys, n)  # (B, N, P + T, D)
         v = ops.split_heads(values, n)  # (B, N, P + T, D)
         context = ops.attention(q, k, v, bias, self.dropout_prob if self.training else 0.0)
@@ -83,8 +88,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config)
         self.output = BertResidualOutput(config, config.hidden_size)
 
-    def forward(self, queries, x, bias):
-        return self.output(self.self(queries, x, bias), queries)
+    def forward(self, x, bias, queries=None):
+        return self.output(self.self(x, bias, queries), x if queries is None else queries)
 
 
 class BertIntermediate(nn.Module):
@@ -104,8 +109,8 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(config)
         self.output = BertResidualOutput(config, config.intermediate_size)
 
-    def forward(self, queries, x, bias):
-        attended = self.attention(queries, x, bias)
+    def forward(self, x, bias, queries=None):
+        attended = self.attention(x, bias, queries)
         return self.output(self.intermediate(attended), attended)
 
 
@@ -123,8 +128,8 @@ class BertEncoder(nn.Module):
         last = len(self.layer) - 1
         states = (x,) if all_states else ()
         for index, layer in enumerate(self.layer):
-            queries = x[:, :1] if first_token_only and index == last else x
-            x = layer(queries, x, bias)
+            queries = x[:, :1] if first_token_only and index == last else None
+            x = layer(x, bias, queries)
             if all_states:
                 states = states + (x,)
         return x, states
