@@ -11,7 +11,9 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
+import types
 
 from mindtransformer.utils.files import atomic_path, atomic_write_text
 
@@ -98,9 +100,10 @@ def _drop_records_after(path: str, step: int) -> None:
 
 
 def _tensorboard_writer(directory: str):
-    from mindtransformer.utils.env import quiet_tensorflow
-
-    quiet_tensorflow()  # tensorboard imports TensorFlow when it is installed
+    # tensorboard writes event files through TensorFlow when it can import it (about 5 s of every
+    # run's start here) and through its own stub otherwise; the module `tensorboard.compat.notf`
+    # existing is its switch to the stub, which writes the same files.
+    sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
     try:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
     except ImportError:

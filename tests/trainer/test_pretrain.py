@@ -63,7 +63,11 @@ def test_a_run_leaves_metrics_curve_manifest_checkpoints_and_an_hf_export(pretra
     manifest = json.loads((run / "run_manifest.json").read_text())
     assert manifest["settings"]["train_steps"] == 12 and "torch" in manifest["versions"]
     if importlib.util.find_spec("tensorboard"):  # installed with mindtransformer[all]
-        assert any(name.startswith("events.out.tfevents") for name in os.listdir(run / "tensorboard"))
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(run / "tensorboard")).Reload()
+        assert [e.step for e in events.Scalars("loss")] == list(range(1, 13))
+        assert [e.value for e in events.Scalars("eval_loss")] == pytest.approx([r["eval_loss"] for r in evals])
     # The newest two checkpoints and the best (lowest eval loss) one are kept.
     kept = sorted(os.listdir(run / "checkpoints"))
     best = min(evals, key=lambda r: r["eval_loss"])["step"]
