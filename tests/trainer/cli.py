@@ -27,13 +27,23 @@ def finetune(*args, timeout=900):
     return run("mindtransformer.trainer.trainer", *args, timeout=timeout)
 
 
+def records_with(run_dir, key) -> list:
+    """The records of a run's metrics.jsonl that hold `key`."""
+    return [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if key in r]
+
+
+def step_records(run_dir) -> list:
+    """The training steps' records (step, loss, grad_norm, lr, ...)."""
+    return records_with(run_dir, "loss")
+
+
 def train_losses(run_dir) -> list:
-    return [r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
+    return [r["loss"] for r in step_records(run_dir)]
 
 
 def evaluations(run_dir, key="eval_loss") -> list:
     """The evaluation records of metrics.jsonl (those holding `key`)."""
-    return [r for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if key in r]
+    return records_with(run_dir, key)
 
 
 def one_line_error(done, *fragments):

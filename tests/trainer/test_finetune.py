@@ -14,7 +14,8 @@ import pytest
 
 from mindtransformer.utils.bundled import RESOURCES
 from tests.conftest import REPO_ROOT
-from tests.trainer.cli import ENV, MPI, evaluations, finetune, one_line_error, run, train_losses
+from tests.trainer.cli import (ENV, MPI, evaluations, finetune, one_line_error, run, step_records,
+                               train_losses)
 
 RTE = os.path.join(RESOURCES, "glue", "RTE")
 # 64 real RTE pairs, 16 per step: 4 steps an epoch, 20 steps = 5 epochs (the loss must fall);
@@ -119,6 +120,26 @@ def test_mindspore_fine_tune_learns_and_predicts_from_its_checkpoint(mindspore_r
     assert from_hf.returncode == 0, from_hf.stderr[-3000:]
     a, b = (json.loads(d.stdout.strip().splitlines()[-1]) for d in (from_ckpt, from_hf))
     assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_both_backends_train_the_same_recipe_step_for_step(torch_run, tmp_path):
+    """From the same weights (the torch run's export, its classifier included), without dropout and
+    in fp32, the two trainers take the same batches, learning rates, clipping and AdamW updates:
+    every step's loss, gradient norm and rate, and the dev evaluation, agree to float rounding."""
+    common = [*SHORT, "--train_steps=8", "--eval_steps=8", f"--init_from={torch_run / 'final'}", "--dropout=0",
+              "--precision=fp32"]
+    for backend in ("torch", "mindspore"):
+        done = finetune(*common, f"--backend={backend}", f"--save_checkpoint_path={tmp_path / backend}")
+        assert done.returncode == 0, done.stderr[-3000:]
+    ours, theirs = step_records(tmp_path / "torch"), step_records(tmp_path / "mindspore")
+    assert [r["step"] for r in ours] == [r["step"] for r in theirs] == list(range(1, 9))
+    assert [r["lr"] for r in ours] == pytest.approx([r["lr"] for r in theirs], rel=1e-9)
+    np.testing.assert_allclose([r["loss"] for r in theirs], [r["loss"] for r in ours], rtol=0, atol=1e-5)
+    np.testing.assert_allclose([r["grad_norm"] for r in theirs], [r["grad_norm"] for r in ours], rtol=1e-4)
+    (ours_eval,), (theirs_eval,) = evaluations(tmp_path / "torch"), evaluations(tmp_path / "mindspore")
+    assert ours_eval["eval_examples"] == theirs_eval["eval_examples"] == 277
+    assert ours_eval["accuracy"] == theirs_eval["accuracy"]
+    assert ours_eval["eval_loss"] == pytest.approx(theirs_eval["eval_loss"], abs=1e-5)
 
 
 @pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
