@@ -25,10 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, cpu_model_name, load_average  # noqa: E402
 
-# name -> (layers, hidden, heads, intermediate, batch per rank, micro-batches per step). BERT-base
-# accumulates 4 micro-batches of 2 per step, so the all-reduce of its 110M gradients is paid
-# once per 8 samples per rank, as in real data-parallel runs.
-SHAPES = {"tiny": (2, 128, 2, 512, 16, 1), "base": (12, 768, 12, 3072, 8, 4)}
+# name -> (layers, hidden, heads, intermediate, micro-batch, micro-batches per step). BERT-base
+# accumulates 4 micro-batches of 2 per step (--base_micro_batches changes the 4), so the
+# all-reduce of its 110M gradients is paid once per 8 samples per rank, as in real data-parallel runs.
+SHAPES = {"tiny": (2, 128, 2, 512, 16, 1), "base": (12, 768, 12, 3072, 2, 4)}
 T, P, V = 128, 20, 30522  # the records' max_seq_length, max_predictions_per_seq; MiniLM's vocabulary
 
 
@@ -65,8 +65,11 @@ def make_records(directory: str) -> str:
 
 
 def run_config(records: str, work: str, backend: str, shape: str, precision: str, ranks: int,
-               steps: int, warmup: int) -> dict:
-    layers, hidden, heads, intermediate, per_rank, accumulation = SHAPES[shape]
+               steps: int, warmup: int, base_micro_batches: int = 0) -> dict:
+    layers, hidden, heads, intermediate, micro_batch, accumulation = SHAPES[shape]
+    if shape == "base" and base_micro_batches:
+        accumulation = base_micro_batches
+    per_rank = micro_batch * accumulation
     run_dir = os.path.join(work, f"{backend}-{shape}-{precision}-{ranks}")
     flags = [f"--backend={backend}", f"--num_layers={layers}", f"--embedding_size={hidden}", f"--num_heads={heads}",
              f"--intermediate_size={intermediate}", f"--global_batch_size={per_rank * ranks}",
@@ -101,6 +104,8 @@ def main() -> None:
     parser.add_argument("--backends", default="torch,mindspore", help="comma-separated backends to run")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per configuration")
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation, caches)")
+    parser.add_argument("--base_micro_batches", type=int, default=0,
+                        help="BERT-base: micro-batches of 2 per rank and step (0: the default 4)")
     parser.add_argument("--json_out", help="also write the results here")
     args = parser.parse_args()
     peaks = {dtype: matmul_peak(dtype) for dtype in ("fp32", "bf16")}
@@ -115,7 +120,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_pt_") as work:
         records = make_records(work)
         for backend, shape, precision, ranks in configs:
-            r = run_config(records, work, backend, shape, precision, ranks, args.steps, args.warmup)
+            r = run_config(records, work, backend, shape, precision, ranks, args.steps, args.warmup,
+                           args.base_micro_batches)
             layers, hidden, _, intermediate, _, _ = SHAPES[shape]
             if "samples_per_s" in r:
                 achieved = r["samples_per_s"] * flops_per_sample(layers, hidden, intermediate) / 1e9
