@@ -1,7 +1,8 @@
 """GLUE fine-tuning end to end through the command lines, on the bundled real RTE data and the
 real MiniLM checkpoint: short runs on each backend lower the loss and evaluate all 277 dev
-examples exactly once, also on 2 ranks; the export loads in transformers; evaluation and
-prediction from the HF folder and the MindSpore checkpoint; records in; one-line errors."""
+examples exactly once, also on 2 ranks; both backends train the same recipe step for step; the
+export loads in transformers; evaluation and prediction from the HF folder and the MindSpore
+checkpoint; records in; one-line errors."""
 
 import json
 import os
