@@ -33,8 +33,10 @@ class Engine:
         # fp16 needs dynamic loss scaling (GPU only; settings.check refuses fp16 on CPU).
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self._flat_grads = None
         if world.size > 1:
             _join(world, "nccl" if self.device.type == "cuda" else "gloo")
+            self._flat_grads = _flat_gradient_views(self.parameters)
 
     # ---- one optimizer step = forward_backward on each micro-batch, then step -------------------
 
@@ -57,17 +59,14 @@ class Engine:
     def step(self, learning_rate: float, local_loss: float, step: int) -> dict:
         """Average gradients (and the loss) over ranks, clip, update; a step whose gradient is not
         finite is skipped (parameters untouched) and reported, never applied."""
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.parameters]
         loss = local_loss
-        if self.world.size > 1:
-            # One all-reduce for every gradient and the loss: flat (N + 1,) float32.
-            flat = torch.cat([g.reshape(-1).float() for g in grads] + [torch.tensor([local_loss], device=self.device)])
+        flat = self._flat_grads
+        if flat is not None:
+            # One all-reduce for every gradient and the loss, in place: the gradients already
+            # live in `flat` (see _flat_gradient_views).
+            flat[-1] = local_loss
             self._all_reduce(flat, step)
             flat /= self.world.size
-            offset = 0
-            for p, g in zip(self.parameters, grads):
-                p.grad = flat[offset:offset + g.numel()].view_as(p).to(p.dtype)
-                offset += g.numel()
             loss = float(flat[-1])
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
@@ -81,7 +80,10 @@ class Engine:
             self.scaler.update()
         elif not skipped:
             self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if flat is not None:
+            flat.zero_()  # keeps the views: the next backward adds into them again
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
         return {"loss": loss, "grad_norm": norm, "skipped": skipped,
                 **({"loss_scale": float(self.scaler.get_scale())} if self.scaler else {})}
 
@@ -160,6 +162,23 @@ class Engine:
 
     def named_arrays(self) -> dict:
         return named_arrays(self.model)
+
+
+def _flat_gradient_views(parameters: list) -> torch.Tensor:
+    """One zeroed (N + 1,) buffer holding every parameter's gradient as a view, N = the
+    parameters' total size; the last element is left for the loss. Backward adds into an
+    existing .grad in place, so a data-parallel step all-reduces the buffer itself instead of
+    gathering the gradients into a new one and copying them back (for BERT-base here that
+    copy took about 0.2 s of a 0.55 s all-reduce)."""
+    dtypes = {p.dtype for p in parameters}
+    if len(dtypes) != 1:
+        raise ValueError(f"data parallel needs one parameter dtype, not {sorted(map(str, dtypes))}")
+    flat = torch.zeros(sum(p.numel() for p in parameters) + 1, dtype=dtypes.pop(), device=parameters[0].device)
+    offset = 0
+    for p in parameters:
+        p.grad = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return flat
 
 
 def _rng_state() -> dict:
