@@ -152,6 +152,7 @@ def write_run_manifest(run_dir: str, settings, world, extra: dict) -> None:
         "git_commit": _git_commit(),
         "versions": versions,
         "hardware": {"machine": platform.machine(), "cpu": cpu_model(), "cpus": os.cpu_count(),
+                     "rank0_cores": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                      "python": platform.python_version()},
         "world": dataclasses.asdict(world),
         "settings": dataclasses.asdict(settings),

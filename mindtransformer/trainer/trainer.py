@@ -10,7 +10,7 @@ else (flags, loop, precision, accumulation, resume, logs, data parallelism) is s
 
 from __future__ import annotations
 
-from mindtransformer.trainer.distributed import prepare_mindspore, world_from_env
+from mindtransformer.trainer.distributed import bind_cores, prepare_mindspore, world_from_env
 from mindtransformer.trainer.settings import check, parse_settings
 
 
@@ -24,6 +24,8 @@ def main(argv=None, prog: str = "python -m mindtransformer.trainer.trainer") -> 
         if taken and world.is_main:
             print(f"from {settings.deepspeed}: " + ", ".join(f"--{k}={v}" for k, v in taken), flush=True)
     check(settings, world.size)
+    if settings.bind_cores_to_rank and settings.device_target == "CPU":
+        bind_cores(world)  # first: only threads started after it inherit the binding
     if settings.auto_model == "bert_glue":
         from mindtransformer.trainer.classification import classification_job as make_job
     elif settings.auto_model == "bert_squad":

@@ -1,4 +1,9 @@
-"""Ranks from each launcher's environment, and hostfiles."""
+"""Ranks from each launcher's environment, core binding, and hostfiles."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -18,6 +23,40 @@ from mindtransformer.trainer.settings import parse_settings
 def test_ranks_come_from_the_launcher(env, expected):
     world = world_from_env(None, env)
     assert (world.rank, world.size, world.local_rank, world.launcher) == expected
+
+
+@pytest.mark.parametrize("env, local_size", [
+    ({}, 1),
+    ({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}, 2),
+    ({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "4"}, 4),
+    ({"RANK_ID": "2", "RANK_SIZE": "4"}, 0),  # not said: no core binding
+])
+def test_ranks_per_host_come_from_the_launcher(env, local_size):
+    assert world_from_env(None, env).local_size == local_size
+
+
+def _bound_cores(rank: int, size: int, local_size: int) -> dict:
+    """bind_cores in a fresh process (it pins the calling process): what it returned and the
+    affinity the process has afterwards."""
+    code = ("import json, os; from mindtransformer.trainer.distributed import World, bind_cores; "
+            f"got = bind_cores(World(rank={rank}, size={size}, local_rank={rank}, local_size={local_size})); "
+            "print(json.dumps({'returned': got, 'affinity': sorted(os.sched_getaffinity(0))}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs two cores this process may use")
+def test_each_rank_of_a_host_is_pinned_to_its_own_share_of_the_cores():
+    cores = sorted(os.sched_getaffinity(0))
+    half = len(cores) // 2
+    first, second = _bound_cores(0, 2, 2), _bound_cores(1, 2, 2)
+    assert first == {"returned": cores[:half], "affinity": cores[:half]}
+    assert second == {"returned": cores[half:2 * half], "affinity": cores[half:2 * half]}
+    assert not set(first["affinity"]) & set(second["affinity"])
+    # Nothing is pinned for a single rank, an unknown number of ranks per host, or more ranks than cores.
+    for rank, size, local_size in ((0, 1, 1), (1, 2, 0), (0, len(cores) + 1, len(cores) + 1)):
+        assert _bound_cores(rank, size, local_size) == {"returned": [], "affinity": cores}
 
 
 def test_address_settings_override_the_environment():
