@@ -159,14 +159,23 @@ class Engine:
         return named_arrays(self.model)
 
 
+_ALL_REDUCE_PIECES = 16
+
+
 def _compiled_mean(all_reduce, size: int):
-    """Every tensor (the gradients, the loss) averaged over the ranks by one AllReduce of their concatenation, compiled
-    (eager MindSpore would keep the flat copies around). One collective instead of one per
-    parameter: MindSpore's CPU AllReduce costs ~10-30 ms of latency per call here."""
+    """Every tensor (the gradients, the loss) averaged over the ranks, compiled (eager MindSpore
+    would keep the flat copies around): their concatenation is all-reduced in 16 equal pieces.
+    Why pieces: in a compiled graph MindSpore's CPU AllReduce of one large buffer is slow (2 ranks
+    here: 229 ms for 17.6 MB, 2.4 s for 176 MB), while pieces overlap (16 pieces: 72 ms, 759 ms;
+    8: 78 ms, 767 ms). Why not one collective per parameter: each call also costs ~10-30 ms."""
 
     @ms.jit
     def mean_over_ranks(grads):
-        flat = all_reduce(ops.cat([g.reshape(-1) for g in grads])) / size  # (sum of sizes,)
+        flat = ops.cat([g.reshape(-1) for g in grads])  # (sum of sizes,)
+        total = flat.shape[0]
+        piece = (total + _ALL_REDUCE_PIECES - 1) // _ALL_REDUCE_PIECES
+        flat = ops.cat([all_reduce(flat[start:min(start + piece, total)])
+                        for start in range(0, total, piece)]) / size
         out, offset = [], 0
         for g in grads:
             out.append(flat[offset:offset + g.size].reshape(g.shape))
