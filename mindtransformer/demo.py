@@ -18,6 +18,7 @@ import sys
 from mindtransformer import convert, verify
 from mindtransformer.utils.bundled import RESOURCES, minilm_path
 from mindtransformer.utils.cli import StrictParser, run_main
+from mindtransformer.utils.env import child_environment
 
 
 def main(argv=None) -> int:
@@ -64,7 +65,7 @@ def pretraining_data(vocab_file: str, output_dir: str) -> int:
                       "--dupe_factor", "5", "--quiet"])
     steps.append(["vis_tfrecord_or_mindrecord.py", "--file_name", os.path.join(records_dir, "wiki.mindrecord"),
                   "--vis_option", "vis_mindrecord", "--num_records", "1", "--validate"])
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", GLOG_v="3")  # the frameworks' start-up chatter off
+    env = dict(child_environment(), TF_CPP_MIN_LOG_LEVEL="3", GLOG_v="3")  # the frameworks' start-up chatter off
     for step in steps:
         done = subprocess.run([sys.executable, os.path.join(tools, step[0]), *step[1:]], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -88,7 +89,7 @@ def pretraining_run(output_dir: str, steps: int) -> int:
                f"--save_checkpoint_steps={max(1, steps // 3)}", "--keep_checkpoint_max=1", "--log_steps=25",
                f"--save_checkpoint_path={run_dir}"]
     print("$ python -m mindtransformer.models.bert.bert_trainer " + " ".join(command[3:]))
-    done = subprocess.run(command)
+    done = subprocess.run(command, env=child_environment())  # step 2 imported MindSpore
     if done.returncode != 0:
         return done.returncode
     losses = [r["loss"] for r in read_metrics(os.path.join(run_dir, "metrics.jsonl")) if "loss" in r]
@@ -103,7 +104,7 @@ def train_then_evaluate(train_args: list, module: str, evaluate_args: list) -> i
     """The trainer with `train_args`, then `python -m module evaluate_args`, each command shown."""
     for command in (["mindtransformer.trainer.trainer", *train_args], [module, *evaluate_args]):
         print("$ python -m " + " ".join(command))
-        done = subprocess.run([sys.executable, "-m", *command])
+        done = subprocess.run([sys.executable, "-m", *command], env=child_environment())
         if done.returncode != 0:
             return done.returncode
     return 0
