@@ -17,7 +17,8 @@ from mindtransformer.errors import UserInputError
 
 # (rank, world size, local rank, ranks on this host) variables of each launcher.
 LAUNCHERS = (
-    ("mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ("mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+     "OMPI_COMM_WORLD_LOCAL_SIZE"),
     ("torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
     ("msrun", "RANK_ID", "RANK_SIZE", "DEVICE_ID", "LOCAL_WORLD_SIZE"),
 )
@@ -57,7 +58,8 @@ def world_from_env(settings=None, environ=None) -> World:
             break
     addr = (settings.master_addr if settings else "") or env.get("MASTER_ADDR") or "127.0.0.1"
     port = (settings.master_port if settings else 0) or int(env.get("MASTER_PORT") or DEFAULT_PORT)
-    return World(rank=rank, size=size, local_rank=local, local_size=local_size, launcher=launcher, master_addr=addr, master_port=port,
+    return World(rank=rank, size=size, local_rank=local, local_size=local_size, launcher=launcher,
+                 master_addr=addr, master_port=port,
                  network_interface=(settings.network_interface if settings else ""),
                  timeout_s=(settings.collective_timeout if settings else 45))
 
