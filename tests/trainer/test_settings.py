@@ -30,6 +30,18 @@ def test_misspelled_and_unknown_flags_name_the_nearest(capsys):
     assert "fp32" in capsys.readouterr().err
 
 
+def test_core_binding_is_on_by_default_and_refuses_a_value_that_is_not_true_or_false(capsys):
+    assert parse_settings([]).bind_cores_to_rank is True
+    assert parse_settings(["--bind_cores_to_rank=false"]).bind_cores_to_rank is False
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(["--bind_cores_to_rank=maybe"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and "--bind_cores_to_rank: 'maybe' is not a boolean; use true or false" in error
+    with pytest.raises(SystemExit):
+        parse_settings(["--bind_core_to_rank=false"])
+    assert "did you mean '--bind_cores_to_rank'" in capsys.readouterr().err
+
+
 def test_recipe_keys_are_flag_names_and_the_command_line_wins(tmp_path):
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text("num_layers: 2\nlearning_rate: 5.0e-4\nfull_batch: false\nbackend: mindspore\n")
