@@ -123,7 +123,10 @@ def prepare_mindspore(world: World) -> None:
 
     MindSpore's CPU collectives need its dynamic-networking roles (MS_ROLE, MS_SCHED_HOST/PORT,
     MS_WORKER_NUM, MS_NODE_ID) and one scheduler process, which a plain `mpirun python` does not
-    provide ("Failed to initialize communication library"). Rank 0 starts the scheduler at
+    provide ("Failed to initialize communication library"). (MindSpore 2.10 does have an MPI path
+    for CPU, taken when OMPI_COMMAND and PMIX_RANK are set and MS_ROLE is not, but it initializes
+    the same MPI library singleton first as the host and then as the device library, and the
+    second call fails.) Rank 0 starts the scheduler at
     world.master_addr:master_port without OpenMPI's variables (it must not look like a rank);
     every rank waits until that port answers (connecting earlier stalls init() for ~30 s).
     Under msrun the variables are already set and nothing is done."""
