@@ -64,25 +64,62 @@ def world_from_env(settings=None, environ=None) -> World:
                  timeout_s=(settings.collective_timeout if settings else 45))
 
 
-def bind_cores(world: World) -> list:
+def bind_cores(world: World, environ=None) -> list:
     """Pin this process (and the threads it starts later) to its rank's share of the cores it may
-    use: local rank r of L ranks gets cores [r k, (r + 1) k), k = cores // L. Returns the cores,
-    or [] when nothing is pinned: one rank, a launcher that does not say how many ranks share
-    the host, or more ranks than cores. Call it before a framework starts its thread pools.
+    use (see rank_cores). Returns the CPUs, or [] when nothing is pinned: one rank, a launcher that
+    does not say how many ranks share the host, a launcher that already bound the ranks (mpirun's
+    default `--bind-to core|socket`: OMPI_MCA_orte_bound_at_launch=1), or more ranks than CPUs.
+    Call it before a framework starts its thread pools.
 
     Why: on CPU a MindSpore rank runs actor and kernel threads beside its Python thread; unpinned,
     two ranks' threads share both cores and a rank's step waits for the other's (2 ranks of a
     tiny BERT on 2 cores: 22.5 samples/s unpinned with steps of half that speed now and then,
     25.5 pinned and even)."""
-    if world.size == 1 or world.local_size < 1 or not hasattr(os, "sched_setaffinity"):
+    env = os.environ if environ is None else environ
+    if (world.size == 1 or world.local_size < 1 or not hasattr(os, "sched_setaffinity")
+            or env.get("OMPI_MCA_orte_bound_at_launch") == "1"):
         return []
-    cores = sorted(os.sched_getaffinity(0))
-    share = len(cores) // world.local_size
-    if share < 1 or world.local_rank >= world.local_size:
-        return []
-    mine = cores[world.local_rank * share:(world.local_rank + 1) * share]
-    os.sched_setaffinity(0, mine)
+    allowed = sorted(os.sched_getaffinity(0))
+    mine = rank_cores(allowed, cpu_topology(allowed), world.local_rank, world.local_size)
+    if mine:
+        os.sched_setaffinity(0, mine)
     return mine
+
+
+def rank_cores(allowed: list, topology: dict, local_rank: int, local_size: int) -> list:
+    """The CPUs of local rank r of L: the r-th of L near-equal runs of whole physical cores, each
+    with all its allowed hardware threads, ordered by socket; [] when r >= L or there are fewer
+    CPUs than ranks.
+
+    topology: CPU -> (socket, core id). Linux numbers the first hardware thread of every core
+    before any second one (on 8 cores x 2 threads, CPU 3 and CPU 11 are one core), so a split of
+    the sorted CPU ids would give one rank all first threads and the other their siblings: both
+    ranks on every core. With fewer physical cores than ranks, hardware threads are split instead."""
+    cores = {}
+    for cpu in allowed:
+        cores.setdefault(topology.get(cpu, (0, ("cpu", cpu))), []).append(cpu)
+    units = sorted(cores.values(), key=lambda threads: (topology.get(threads[0], (0,))[0], threads[0]))
+    if len(units) < local_size:
+        units = [[cpu] for cpu in allowed]
+    if local_rank >= local_size or len(units) < local_size:
+        return []
+    n = len(units)
+    return sorted(cpu for unit in units[local_rank * n // local_size:(local_rank + 1) * n // local_size]
+                  for cpu in unit)
+
+
+def cpu_topology(cpus: list) -> dict:
+    """CPU -> (socket, core id) from Linux's /sys; CPUs it does not describe are left out (each
+    then counts as a core of its own)."""
+    topology = {}
+    for cpu in cpus:
+        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+        try:
+            with open(base + "physical_package_id") as package, open(base + "core_id") as core:
+                topology[cpu] = (int(package.read()), int(core.read()))
+        except (OSError, ValueError):
+            pass
+    return topology
 
 
 _HOST_LINE = re.compile(r"^(?P<host>[A-Za-z0-9_.:\[\]-]+)(\s+slots\s*=\s*(?P<slots>[1-9][0-9]*))?"

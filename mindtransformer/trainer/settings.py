@@ -168,8 +168,9 @@ class TrainSettings:
     network_interface: str = _field("", "network interface for collectives, e.g. eth0 (default: the system's choice)")
     collective_timeout: int = _field(45, "seconds a collective waits for a silent rank before the run stops")
     bind_cores_to_rank: bool = _field(True, "CPU data parallel: pin each rank of a host to its own equal share of the "
-                                      "cores it may use (DeepSpeed's flag), so that a rank's framework threads do not "
-                                      "compete with the other ranks'; off when ranks outnumber cores")
+                                      "physical cores it may use, with their hardware threads (DeepSpeed's flag), so "
+                                      "that a rank's framework threads do not compete with the other ranks'; nothing "
+                                      "is pinned when ranks outnumber CPUs or mpirun already bound the ranks")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainSettings)}

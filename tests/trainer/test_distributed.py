@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from mindtransformer.errors import UserInputError
-from mindtransformer.trainer.distributed import read_hostfile, world_from_env
+from mindtransformer.trainer.distributed import rank_cores, read_hostfile, world_from_env
 from mindtransformer.trainer.settings import parse_settings
 
 
@@ -35,13 +35,14 @@ def test_ranks_per_host_come_from_the_launcher(env, local_size):
     assert world_from_env(None, env).local_size == local_size
 
 
-def _bound_cores(rank: int, size: int, local_size: int) -> dict:
+def _bound_cores(rank: int, size: int, local_size: int, **env) -> dict:
     """bind_cores in a fresh process (it pins the calling process): what it returned and the
     affinity the process has afterwards."""
     code = ("import json, os; from mindtransformer.trainer.distributed import World, bind_cores; "
             f"got = bind_cores(World(rank={rank}, size={size}, local_rank={rank}, local_size={local_size})); "
             "print(json.dumps({'returned': got, 'affinity': sorted(os.sched_getaffinity(0))}))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **env})
     return json.loads(done.stdout)
 
 
@@ -57,6 +58,29 @@ def test_each_rank_of_a_host_is_pinned_to_its_own_share_of_the_cores():
     # Nothing is pinned for a single rank, an unknown number of ranks per host, or more ranks than cores.
     for rank, size, local_size in ((0, 1, 1), (1, 2, 0), (0, len(cores) + 1, len(cores) + 1)):
         assert _bound_cores(rank, size, local_size) == {"returned": [], "affinity": cores}
+    # Nor when mpirun already bound the ranks (its default --bind-to core/socket).
+    assert _bound_cores(1, 2, 2, OMPI_MCA_orte_bound_at_launch="1") == {"returned": [], "affinity": cores}
+
+
+# Two sockets x 4 cores x 2 hardware threads, numbered as Linux does: CPU n and n + 8 are one core.
+SMT_HOST = {cpu: ((cpu % 8) // 4, cpu % 4) for cpu in range(16)}
+
+
+@pytest.mark.parametrize("allowed, topology, local_size, expected", [
+    # whole cores with both their threads, one socket per rank; not 0-7 (every core's first
+    # thread) against 8-15 (their siblings)
+    (list(range(16)), SMT_HOST, 2, [[0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]]),
+    (list(range(16)), SMT_HOST, 4, [[0, 1, 8, 9], [2, 3, 10, 11], [4, 5, 12, 13], [6, 7, 14, 15]]),
+    # a job restricted to part of the host (taskset): only the allowed threads
+    ([0, 1, 2, 8, 9], SMT_HOST, 2, [[0, 8], [1, 2, 9]]),
+    # fewer cores than ranks: the hardware threads are split
+    ([0, 8], SMT_HOST, 2, [[0], [8]]),
+    # no topology known: each CPU is a core; a remainder goes to the later ranks
+    ([0, 1, 2], {}, 2, [[0], [1, 2]]),
+    ([0, 1], {}, 3, [[], [], []]),
+])
+def test_ranks_get_whole_physical_cores(allowed, topology, local_size, expected):
+    assert [rank_cores(allowed, topology, rank, local_size) for rank in range(local_size)] == expected
 
 
 def test_address_settings_override_the_environment():
