@@ -64,7 +64,7 @@ def world_from_env(settings=None, environ=None) -> World:
                  timeout_s=(settings.collective_timeout if settings else 45))
 
 
-def bind_cores(world: World, environ=None) -> list:
+def bind_cores(world: World) -> list:
     """Pin this process (and the threads it starts later) to its rank's share of the cores it may
     use (see rank_cores). Returns the CPUs, or [] when nothing is pinned: one rank, a launcher that
     does not say how many ranks share the host, a launcher that already bound the ranks (mpirun's
@@ -75,9 +75,8 @@ def bind_cores(world: World, environ=None) -> list:
     two ranks' threads share both cores and a rank's step waits for the other's (2 ranks of a
     tiny BERT on 2 cores: 22.5 samples/s unpinned with steps of half that speed now and then,
     25.5 pinned and even)."""
-    env = os.environ if environ is None else environ
     if (world.size == 1 or world.local_size < 1 or not hasattr(os, "sched_setaffinity")
-            or env.get("OMPI_MCA_orte_bound_at_launch") == "1"):
+            or os.environ.get("OMPI_MCA_orte_bound_at_launch") == "1"):
         return []
     allowed = sorted(os.sched_getaffinity(0))
     mine = rank_cores(allowed, cpu_topology(allowed), world.local_rank, world.local_size)

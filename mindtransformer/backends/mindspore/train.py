@@ -165,7 +165,7 @@ _ALL_REDUCE_PIECES = 16
 def _compiled_mean(all_reduce, size: int):
     """Every tensor (the gradients, the loss) averaged over the ranks, compiled (eager MindSpore
     would keep the flat copies around): their concatenation is all-reduced in pieces of
-ceil(total / 16) elements (16 pieces, fewer for a concatenation under 16 x 16 elements).
+    ceil(total / 16) elements (16 pieces, fewer for a concatenation under 16 x 16 elements).
     Why pieces: in a compiled graph MindSpore's CPU AllReduce of one large buffer is slow (2 ranks
     here: 229 ms for 17.6 MB, 2.4 s for 176 MB), while pieces overlap (16 pieces: 72 ms, 759 ms;
     8: 78 ms, 767 ms). Why not one collective per parameter: each call also costs ~10-30 ms."""
