@@ -23,7 +23,7 @@ class _Adam(nn.Cell):
         self.global_step = Parameter(Tensor(np.float32(0.0)), name="global_step", requires_grad=False)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def construct(self, gradients):
+    def construct(self, gradients):  # the op-by-op update, for Lamb (AdamW has its own)
         step = self.global_step + 1.0
         ops.assign(self.global_step, step)
         correction1 = 1.0 - ops.pow(self.beta1, step)
@@ -40,11 +40,33 @@ class _Adam(nn.Cell):
 
 
 class AdamW(_Adam):
-    """torch.optim.AdamW: w <- w - lr * wd * w - lr * m_hat / (sqrt(v_hat) + eps)."""
+    """torch.optim.AdamW: w <- w - lr * wd * w - lr * m_hat / (sqrt(v_hat) + eps), with
+    m_hat = m / c1, v_hat = v / c2 (c = 1 - beta^step).
+
+    Each parameter's update is one call of MindSpore's fused `AdamWeightDecay` kernel
+    (w <- w - lr' * (m / (sqrt(v) + eps') + wd' * w), no bias correction), with the correction
+    folded into its scalars: lr' = lr * sqrt(c2) / c1, eps' = eps * sqrt(c2), wd' = wd * c1 / sqrt(c2)
+    give the same w algebraically. Why: the op-by-op update took ~0.65 s of a 2 s MiniLM step when
+    run eagerly (about 12 launches and fresh buffers per parameter), and compiled it kept ~1.1 GB
+    of temporaries for MiniLM (~12 copies of the parameters) and took 8 s to compile."""
     moment_prefix = "adam"
 
-    def update(self, param, adam, decay):
-        return param - self.learning_rate * (adam + decay * param)
+    def __init__(self, params, weight_decays, learning_rate, beta1=0.9, beta2=0.999, eps=1e-6):
+        super().__init__(params, weight_decays, learning_rate, beta1, beta2, eps)
+        self.fused = ops.AdamWeightDecay()
+        self.beta1_tensor, self.beta2_tensor = Tensor(np.float32(beta1)), Tensor(np.float32(beta2))
+
+    def construct(self, gradients):
+        step = self.global_step + 1.0
+        ops.assign(self.global_step, step)
+        correction1 = 1.0 - ops.pow(self.beta1, step)
+        root2 = ops.sqrt(1.0 - ops.pow(self.beta2, step))
+        learning_rate, eps = self.learning_rate * root2 / correction1, self.eps * root2
+        for param, m, v, grad, decay in zip(self.parameters, self.moments1, self.moments2, gradients,
+                                            self.weight_decays):
+            self.fused(param, m, v, learning_rate, self.beta1_tensor, self.beta2_tensor, eps,
+                       decay * correction1 / root2, grad)
+        return step
 
 
 class Lamb(_Adam):
