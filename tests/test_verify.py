@@ -29,7 +29,8 @@ def test_converted_checkpoint_passes_and_a_damaged_one_fails(minilm_path, tmp_pa
     arrays["encoder.layer.2.output.LayerNorm.weight"] = arrays["encoder.layer.2.output.LayerNorm.weight"] * np.float32(1.01)
     damaged = str(tmp_path / "damaged" / "model.ckpt")
     ms.write_checkpoint(arrays, damaged)
-    bad = run_verify("--model_path", minilm_path, "--mindspore_path", damaged, *tasks)
+    # One head on the damaged backend is enough to see the failure.
+    bad = run_verify("--model_path", minilm_path, "--mindspore_path", damaged, "--tasks", "base", "--backends", "mindspore")
     assert bad.returncode == 1 and "FAIL" in bad.stdout
     assert "('base', 'last_hidden_state', 'mindspore')" in bad.stdout
 

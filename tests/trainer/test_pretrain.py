@@ -243,19 +243,24 @@ def test_a_data_path_without_records_is_refused(tmp_path):
               "no record file", run_dir=tmp_path / "run")
 
 
-def test_a_checkpoint_of_another_model_size_is_refused(pretraining_tfrecords, tmp_path):
-    run = tmp_path / "run"
-    assert trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=1",
-                   f"--save_checkpoint_path={run}").returncode == 0
+@pytest.fixture(scope="module")
+def one_step_run(pretraining_tfrecords, tmp_path_factory):
+    """A finished one-step run of the tiny BERT, to resume from (copy it before changing it)."""
+    run = tmp_path_factory.mktemp("one-step") / "run"
+    done = trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=1", f"--save_checkpoint_path={run}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
+def test_a_checkpoint_of_another_model_size_is_refused(pretraining_tfrecords, one_step_run, tmp_path):
     done = trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--embedding_size=128", "--train_steps=2",
-                   f"--save_checkpoint_path={tmp_path / 'other'}", f"--load_checkpoint_path={run}")
+                   f"--save_checkpoint_path={tmp_path / 'other'}", f"--load_checkpoint_path={one_step_run}")
     _rejected(done, "a checkpoint of another model", "hidden_size 64", run_dir=tmp_path / "other")
 
 
-def test_a_damaged_checkpoint_is_refused_in_one_line(pretraining_tfrecords, tmp_path):
+def test_a_damaged_checkpoint_is_refused_in_one_line(pretraining_tfrecords, one_step_run, tmp_path):
     run = tmp_path / "run"
-    assert trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=1",
-                   f"--save_checkpoint_path={run}").returncode == 0
+    shutil.copytree(one_step_run, run)
     with open(run / "checkpoints" / "bert-step00000001" / "model.safetensors", "r+b") as f:
         f.truncate(1000)
     done = trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=2",
