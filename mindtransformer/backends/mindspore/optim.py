@@ -1,5 +1,6 @@
-"""AdamW and LAMB for MindSpore on plain ops, the same math as torch's (backends/torch/optim.py
-and torch.optim.AdamW): bias-corrected Adam moments m_hat, v_hat and decoupled weight decay.
+"""AdamW and LAMB for MindSpore, the same math as torch's (backends/torch/optim.py and
+torch.optim.AdamW): bias-corrected Adam moments m_hat, v_hat and decoupled weight decay. AdamW
+runs MindSpore's fused AdamWeightDecay kernel (see AdamW), LAMB plain ops.
 
 - `mindspore.nn.Lamb` calls a fused kernel that CPU lacks.
 - `mindspore.experimental.optim.AdamW` keeps large temporaries in its compiled update: a BERT-base

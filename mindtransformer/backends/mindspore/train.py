@@ -132,9 +132,9 @@ class Engine:
         skipped = not np.isfinite(norm)
         if not skipped:
             if self.clip_grad_norm > 0 and norm > self.clip_grad_norm:
-                grads = self._scale(grads, ms.Tensor(self.clip_grad_norm / (norm + 1e-6), ms.float32))
+                grads = ms.mutable(self._scale(grads, ms.Tensor(self.clip_grad_norm / (norm + 1e-6), ms.float32)))
             _set_learning_rate(self.optimizer, learning_rate)
-            self.optimizer(grads)
+            self.optimizer(grads)  # mutable: MindSpore's own optimizers are compiled
         return {"loss": loss, "grad_norm": norm, "skipped": skipped}
 
     def evaluate(self, batch: dict) -> float:
