@@ -150,8 +150,9 @@ def test_training_from_records_equals_training_from_the_json(tmp_path, minilm_pa
     assert made.returncode == 0, made.stderr[-3000:]
     assert "train.mindrecord: " in made.stdout and (records / "dev.mindrecord.maps.json").is_file()
     # Records hold every window of the article, the JSON run its first 32 questions: compare whole epochs of both.
+    # The records script makes windows of the usual 384 tokens.
     common = [*SHORT, "--max_train_examples=0", "--train_steps=3", "--eval_steps=3", "--dropout=0",
-              "--do_shuffle=false", f"--init_from={minilm_path}"]
+              "--do_shuffle=false", "--seq_length=384", f"--init_from={minilm_path}"]
     from_json = finetune(*common, f"--eval_data_path={dev_slice[0]}", f"--save_checkpoint_path={tmp_path / 'json'}")
     from_records = finetune(*common, "--dataset_format=mindrecord", f"--train_data_path={records / 'train.mindrecord'}",
                             f"--eval_data_path={records / 'dev.mindrecord'}", f"--save_checkpoint_path={tmp_path / 'rec'}")
