@@ -24,20 +24,11 @@ class _Adam(nn.Cell):
         self.global_step = Parameter(Tensor(np.float32(0.0)), name="global_step", requires_grad=False)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def construct(self, gradients):  # the op-by-op update, for Lamb (AdamW has its own)
+    def _next_step(self):
+        """Counts this step; returns (step, c1, c2), c = 1 - beta^step: the bias corrections."""
         step = self.global_step + 1.0
         ops.assign(self.global_step, step)
-        correction1 = 1.0 - ops.pow(self.beta1, step)
-        correction2 = 1.0 - ops.pow(self.beta2, step)
-        for param, m, v, grad, decay in zip(self.parameters, self.moments1, self.moments2, gradients,
-                                            self.weight_decays):
-            m_new = self.beta1 * m + (1.0 - self.beta1) * grad
-            v_new = self.beta2 * v + (1.0 - self.beta2) * grad * grad
-            ops.assign(m, m_new)
-            ops.assign(v, v_new)
-            ops.assign(param, self.update(param, (m_new / correction1) / (ops.sqrt(v_new / correction2) + self.eps),
-                                          decay))
-        return step
+        return step, 1.0 - ops.pow(self.beta1, step), 1.0 - ops.pow(self.beta2, step)
 
 
 class AdamW(_Adam):
@@ -58,10 +49,8 @@ class AdamW(_Adam):
         self.beta1_tensor, self.beta2_tensor = Tensor(np.float32(beta1)), Tensor(np.float32(beta2))
 
     def construct(self, gradients):
-        step = self.global_step + 1.0
-        ops.assign(self.global_step, step)
-        correction1 = 1.0 - ops.pow(self.beta1, step)
-        root2 = ops.sqrt(1.0 - ops.pow(self.beta2, step))
+        step, correction1, correction2 = self._next_step()
+        root2 = ops.sqrt(correction2)
         learning_rate, eps = self.learning_rate * root2 / correction1, self.eps * root2
         for param, m, v, grad, decay in zip(self.parameters, self.moments1, self.moments2, gradients,
                                             self.weight_decays):
@@ -75,8 +64,16 @@ class Lamb(_Adam):
     lr * (|w| / |u|) * u, with the trust ratio 1 where either norm is zero."""
     moment_prefix = "lamb"
 
-    def update(self, param, adam, decay):
-        update = adam + decay * param
-        w_norm, u_norm = ops.norm(param), ops.norm(update)
-        ratio = ops.select((w_norm > 0) & (u_norm > 0), w_norm / u_norm, ops.ones_like(w_norm))
-        return param - self.learning_rate * ratio * update
+    def construct(self, gradients):  # op by op: no fused LAMB kernel on CPU
+        step, correction1, correction2 = self._next_step()
+        for param, m, v, grad, decay in zip(self.parameters, self.moments1, self.moments2, gradients,
+                                            self.weight_decays):
+            m_new = self.beta1 * m + (1.0 - self.beta1) * grad
+            v_new = self.beta2 * v + (1.0 - self.beta2) * grad * grad
+            ops.assign(m, m_new)
+            ops.assign(v, v_new)
+            update = (m_new / correction1) / (ops.sqrt(v_new / correction2) + self.eps) + decay * param
+            w_norm, u_norm = ops.norm(param), ops.norm(update)
+            ratio = ops.select((w_norm > 0) & (u_norm > 0), w_norm / u_norm, ops.ones_like(w_norm))
+            ops.assign(param, param - self.learning_rate * ratio * update)
+        return step
