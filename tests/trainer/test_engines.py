@@ -80,3 +80,15 @@ def test_mindspore_refuses_bf16_on_cpu_with_the_reason():
 
     with pytest.raises(UserInputError, match="no bf16 LayerNorm kernel on CPU"):
         engine_for("mindspore", precision="bf16")
+
+
+@pytest.mark.parametrize("world, device, reason", [
+    (World(rank=0, size=2, launcher="torchrun"), "CPU", "started by torchrun, not mpirun"),
+    (World(rank=0, size=2, launcher="mpirun"), "GPU", "--device_target=GPU"),
+])
+def test_mindspore_refuses_mpi_averaging_where_it_cannot_apply(world, device, reason):
+    from mindtransformer.backends.mindspore.averaging import mean_over_ranks
+    from mindtransformer.errors import UserInputError
+
+    with pytest.raises(UserInputError, match=f"--mindspore_allreduce=mpi: .*{reason}.*use --mindspore_allreduce=mindspore"):
+        mean_over_ranks(world, "mpi", device)

@@ -2,11 +2,11 @@
 engine (backends/torch/train.py). Gradients of each micro-batch come from one forward+backward,
 compiled (ms.jit, GRAPH mode, the default) or eager (PYNATIVE); the loss is scaled by 1 / micro-batches
 before differentiation. In GRAPH mode the rest of a step is small compiled graphs too: summing the
-micro-batches' gradients, the data-parallel average (AllReduce over mindspore.communication, whose
-CPU launch under mpirun is set up by trainer/distributed.prepare_mindspore), the global gradient
-norm and the clipping; the update is the optimizer's (optim.py: one fused kernel per parameter
-for AdamW). Run op by op, the norm and the update took ~0.85 s of a 2 s MiniLM step (B 16, T 64),
-now ~0.2 s.
+micro-batches' gradients, the data-parallel average (averaging.py: mindspore.communication's
+AllReduce, whose CPU launch under mpirun trainer/distributed.prepare_mindspore sets up, or MPI's
+on CPU under mpirun), the global gradient norm and the clipping; the update is the optimizer's
+(optim.py: one fused kernel per parameter for AdamW). Run op by op, the norm and the update
+took ~0.85 s of a 2 s MiniLM step (B 16, T 64), now ~0.2 s.
 
 Dropout and exact resume: MindSpore's dropout keeps its seeds in per-kernel counters that no
 API saves or restores. In PYNATIVE mode the engine reseeds before every micro-batch from
@@ -27,6 +27,7 @@ from mindspore import ops
 
 from mindtransformer.backends.common import forward_arguments
 from mindtransformer.backends.mindspore import make_optimizer, named_arrays, read_checkpoint, write_checkpoint
+from mindtransformer.backends.mindspore.averaging import mean_over_ranks
 from mindtransformer.errors import CollectiveError, UserInputError, first_line
 
 
@@ -56,7 +57,8 @@ def _scale(factor, gradient):
 class Engine:
     def __init__(self, model, world, optimizer: str = "adamw", learning_rate: float = 1e-4,
                  weight_decay: float = 0.01, clip_grad_norm: float = 1.0, precision: str = "fp32",
-                 device_target: str = "CPU", num_threads: int = 0, jit: bool = True, seed: int = 0):
+                 device_target: str = "CPU", num_threads: int = 0, jit: bool = True, seed: int = 0,
+                 allreduce: str = "auto"):
         if precision == "bf16" and device_target == "CPU":
             raise UserInputError("--precision=bf16 with --backend=mindspore: MindSpore 2.10 has no bf16 LayerNorm "
                                  "kernel on CPU; use --precision=fp32, or --backend=torch for bf16")
@@ -73,7 +75,10 @@ class Engine:
 
             init()  # the scheduler and MS_* variables were prepared before mindspore was imported
             self._all_reduce_op = ops.AllReduce()  # SUM: the only reduction CPU offers
-            self._mean_over_ranks = _compiled_mean(self._all_reduce_op, world.size)
+            self._mean_over_ranks, transport = mean_over_ranks(world, allreduce, device_target)
+            if world.is_main:
+                how = "MPI_Allreduce (mpi4py)" if transport == "mpi" else "mindspore.communication's AllReduce"
+                print(f"gradients averaged over {world.size} ranks by {how}", flush=True)
         self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
         self.parameters = list(self.optimizer.parameters)
         self.clip_grad_norm = clip_grad_norm
@@ -203,33 +208,6 @@ class Engine:
 
     def named_arrays(self) -> dict:
         return named_arrays(self.model)
-
-
-_ALL_REDUCE_PIECES = 16
-
-
-def _compiled_mean(all_reduce, size: int):
-    """Every tensor (the gradients, the loss) averaged over the ranks, compiled (eager MindSpore
-    would keep the flat copies around): their concatenation is all-reduced in pieces of
-    ceil(total / 16) elements (16 pieces, fewer for a concatenation under 16 x 16 elements).
-    Why pieces: in a compiled graph MindSpore's CPU AllReduce of one large buffer is slow (2 ranks
-    here: 229 ms for 17.6 MB, 2.4 s for 176 MB), while pieces overlap (16 pieces: 72 ms, 759 ms;
-    8: 78 ms, 767 ms). Why not one collective per parameter: each call also costs ~10-30 ms."""
-
-    @ms.jit
-    def mean_over_ranks(grads):
-        flat = ops.cat([g.reshape(-1) for g in grads])  # (sum of sizes,)
-        total = flat.shape[0]
-        piece = (total + _ALL_REDUCE_PIECES - 1) // _ALL_REDUCE_PIECES
-        flat = ops.cat([all_reduce(flat[start:min(start + piece, total)])
-                        for start in range(0, total, piece)]) / size
-        out, offset = [], 0
-        for g in grads:
-            out.append(flat[offset:offset + g.size].reshape(g.shape))
-            offset += g.size
-        return tuple(out)
-
-    return mean_over_ranks
 
 
 def _set_learning_rate(optimizer, value: float) -> None:
