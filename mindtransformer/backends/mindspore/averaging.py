@@ -28,13 +28,12 @@ def mean_over_ranks(world, requested: str, device_target: str):
     an explicit "mpi" that does not apply is a UserInputError naming why."""
     if requested not in TRANSPORTS:
         raise UserInputError(f"--mindspore_allreduce={requested!r}; use one of {', '.join(TRANSPORTS)}")
-    if requested == "mindspore":
-        return _ring_mean(ops.AllReduce(), world.size), "mindspore"
-    why_not = _why_not_mpi(world, device_target)
-    if why_not is None:
-        return _MpiMean(world.size), "mpi"
-    if requested == "mpi":
-        raise UserInputError(f"--mindspore_allreduce=mpi: {why_not}; use --mindspore_allreduce=mindspore (or auto)")
+    if requested != "mindspore":
+        why_not = _why_not_mpi(world, device_target)
+        if why_not is None:
+            return _MpiMean(world.size), "mpi"
+        if requested == "mpi":
+            raise UserInputError(f"--mindspore_allreduce=mpi: {why_not}; use --mindspore_allreduce=mindspore (or auto)")
     return _ring_mean(ops.AllReduce(), world.size), "mindspore"
 
 
