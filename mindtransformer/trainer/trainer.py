@@ -10,7 +10,7 @@ else (flags, loop, precision, accumulation, resume, logs, data parallelism) is s
 
 from __future__ import annotations
 
-from mindtransformer.trainer.distributed import bind_cores, prepare_mindspore, world_from_env
+from mindtransformer.trainer.distributed import bind_cores, exit_mindspore_rank, prepare_mindspore, world_from_env
 from mindtransformer.trainer.settings import check, parse_settings
 
 
@@ -39,7 +39,10 @@ def main(argv=None, prog: str = "python -m mindtransformer.trainer.trainer") -> 
         prepare_mindspore(world)  # before mindspore is imported
     from mindtransformer.trainer.runner import train
 
-    return train(settings, world, job)
+    code = train(settings, world, job)
+    if settings.backend == "mindspore" and world.size > 1:
+        exit_mindspore_rank(code)
+    return code
 
 
 if __name__ == "__main__":
