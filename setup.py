@@ -15,7 +15,8 @@ EXTRAS = {
     "data": ["wikiextractor==3.1.0", "jieba==0.42.1"],
     # Training logs as TensorBoard event files (written only when this is installed).
     "tensorboard": ["tensorboard>=2.15"],
-    "test": ["pytest>=8"],
+    # pytest-xdist: scripts/test.sh runs the suite on two workers (the CPU-bound tests overlap).
+    "test": ["pytest>=8", "pytest-xdist>=3.5"],
     # Peers that bench/ runs side by side with us (google-research/bert as published on PyPI).
     # HF Trainer (bench/glue.py) needs accelerate.
     "bench": ["bert-tensorflow==1.0.4", "accelerate>=1.0"],

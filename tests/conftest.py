@@ -26,6 +26,12 @@ def read_tsv(path, limit=None) -> list:
     return rows[:limit] if limit else rows
 
 
+def pytest_collection_modifyitems(items):
+    """The end-to-end training tests first: with the files shared out over workers
+    (scripts/test.sh), the long ones start early and the short ones fill in at the end."""
+    items.sort(key=lambda item: not item.nodeid.startswith("tests/trainer/"))
+
+
 @pytest.fixture(scope="session")
 def minilm_path():
     from mindtransformer.utils.bundled import minilm_path as path

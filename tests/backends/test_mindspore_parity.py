@@ -66,7 +66,8 @@ def test_gradients_agree(minilm_path, batch):
             assert float(np.abs(grad - grads_m[name]).max()) <= 1e-4 * scale, name
 
 
-@GRAPH_BY_DEFAULT
+@pytest.mark.slow  # by default the trainers' 20 AdamW steps on both backends are compared (test_finetune)
+@pytest.mark.parametrize("mindspore_mode", ["GRAPH", "PYNATIVE"], indirect=True)
 def test_twenty_adamw_steps_give_the_same_losses(minilm_path, batch, mindspore_mode):
     ours, theirs = twin_models(minilm_path, "sequence_classification", **NO_DROPOUT)
     step_t = TORCH.TrainStep(ours, TORCH.make_optimizer(ours, "adamw", 1e-4, 0.01))
