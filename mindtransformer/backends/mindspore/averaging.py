@@ -85,13 +85,18 @@ def _compiled_split(shapes: list, size: int):
 
     @ms.jit
     def split(flat):  # (sum of sizes,) -> each tensor / size, in its shape
-        out, offset = [], 0
-        for shape, n in zip(shapes, sizes):
-            out.append((flat[offset:offset + n] / size).reshape(shape))
-            offset += n
-        return tuple(out)
+        return _split(flat / size, shapes, sizes)
 
     return split
+
+
+def _split(flat, shapes, sizes) -> tuple:
+    """(sum of sizes,) -> consecutive pieces of `sizes` elements in `shapes` (_flatten's inverse)."""
+    out, offset = [], 0
+    for shape, n in zip(shapes, sizes):
+        out.append(flat[offset:offset + n].reshape(shape))
+        offset += n
+    return tuple(out)
 
 
 _ALL_REDUCE_PIECES = 16
@@ -112,10 +117,6 @@ def _ring_mean(all_reduce, size: int):
         piece = (total + _ALL_REDUCE_PIECES - 1) // _ALL_REDUCE_PIECES
         flat = ops.cat([all_reduce(flat[start:min(start + piece, total)])
                         for start in range(0, total, piece)]) / size
-        out, offset = [], 0
-        for t in tensors:
-            out.append(flat[offset:offset + t.size].reshape(t.shape))
-            offset += t.size
-        return tuple(out)
+        return _split(flat, [t.shape for t in tensors], [t.size for t in tensors])
 
     return mean
