@@ -87,8 +87,29 @@ def test_mindspore_refuses_bf16_on_cpu_with_the_reason():
     (World(rank=0, size=2, launcher="mpirun"), "GPU", "--device_target=GPU"),
 ])
 def test_mindspore_refuses_mpi_averaging_where_it_cannot_apply(world, device, reason):
-    from mindtransformer.backends.mindspore.averaging import mean_over_ranks
+    from mindtransformer.backends.mindspore.averaging import sum_over_ranks
     from mindtransformer.errors import UserInputError
 
     with pytest.raises(UserInputError, match=f"--mindspore_allreduce=mpi: .*{reason}.*use --mindspore_allreduce=mindspore"):
-        mean_over_ranks(world, "mpi", device)
+        sum_over_ranks(world, "mpi", device)
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["graph", "pynative"])
+def test_mindspore_gradients_can_be_summed_in_place_through_asnumpy(compiled):
+    """averaging._mpi_sum all-reduces each gradient in place on its asnumpy() array: that array
+    must be the tensor's own memory, and what is written there must be what the step then reads."""
+    import mindspore as ms
+
+    from mindtransformer.backends.mindspore.train import Engine
+
+    get_backend("mindspore").manual_seed(0)
+    model = build_model(bert_tiny(vocab_size=V, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
+                        "pretraining", "mindspore")
+    engine = Engine(model, World(), jit=compiled)
+    engine.forward_backward(batch(), 1.0)
+    gradients = engine._sums
+    for gradient in gradients:
+        gradient.asnumpy()[...] = 2.0
+    size = sum(int(np.prod(g.shape)) for g in gradients)
+    norm = float(engine._global_norm(ms.mutable(gradients)).asnumpy())
+    assert norm == pytest.approx(2.0 * size ** 0.5, rel=1e-6)
