@@ -16,6 +16,7 @@ import torch
 from mindtransformer.backends.common import forward_arguments
 from mindtransformer.backends.torch import make_optimizer, named_arrays
 from mindtransformer.errors import CollectiveError, UserInputError, first_line
+from mindtransformer.utils.heap import keep_freed_blocks
 
 
 class Engine:
@@ -26,6 +27,8 @@ class Engine:
             torch.set_num_threads(num_threads)
         self.world = world
         self.device = torch.device("cuda", world.local_rank) if device_target == "GPU" else torch.device("cpu")
+        if self.device.type == "cpu":
+            keep_freed_blocks()  # large per-step tensors are not page-faulted in afresh every step
         self.model = model.to(self.device)
         self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
         self.clip_grad_norm = clip_grad_norm
