@@ -3,11 +3,14 @@ page-faulted in afresh (checked in a fresh process: the setting is per process).
 places the block moves with the heap's layout, so six make-and-free rounds are counted and the
 fewest faults kept: with glibc's defaults every round faults the whole block in again."""
 
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROBE = textwrap.dedent("""
     import resource, sys
@@ -28,9 +31,13 @@ PROBE = textwrap.dedent("""
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_a_large_block_made_again_is_not_faulted_in_again():
     def faults(mode):
-        done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True)
+        done = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
+                              cwd=REPO_ROOT)
         return int(done.stdout.split()[-1])
 
     # 40 MB is 10,240 pages of 4 KB: glibc's default unmaps the block on free and faults it in again.
-    assert faults("default") > 10_000
+    default = faults("default")
+    if default < 1_000:  # e.g. transparent huge pages "always": 2 MB pages, nothing to show here
+        pytest.skip(f"this kernel faults a 40 MB block in with {default} faults: large pages, no 4 KB faults to save")
+    assert default > 10_000
     assert faults("keep") < 1_000
