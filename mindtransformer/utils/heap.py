@@ -6,7 +6,7 @@ mmap and unmaps them on free, so a tensor of that size made at every step is pag
 again, one 4 KB page at a time, every step. A BERT pretraining step makes several: the masked-LM
 logits of a micro-batch of 16 x 20 positions over 30,522 words are 39 MB in fp32, with their
 bf16 copy, softmax and gradients (bench/pretrain_throughput.py, tiny BERT in bf16: those passes
-were ~45 % of the step, and ~25 % faster with this). The cost: memory a run has freed stays
+were ~45 % of the step; with this, one rank ran 33-70 % faster). The cost: memory a run has freed stays
 with it until it exits; its peak does not change.
 """
 
