@@ -65,7 +65,7 @@ def make_records(directory: str) -> str:
 
 
 def run_config(records: str, work: str, backend: str, shape: str, precision: str, ranks: int,
-               steps: int, warmup: int, base_micro_batches: int = 0, mindspore_allreduce: str = "auto") -> dict:
+               steps: int, warmup: int, base_micro_batches: int = 0, allreduce: str = "auto") -> dict:
     layers, hidden, heads, intermediate, micro_batch, accumulation = SHAPES[shape]
     if shape == "base" and base_micro_batches:
         accumulation = base_micro_batches
@@ -75,9 +75,7 @@ def run_config(records: str, work: str, backend: str, shape: str, precision: str
              f"--intermediate_size={intermediate}", f"--global_batch_size={per_rank * ranks}",
              f"--grad_accumulation_steps={accumulation}",
              f"--precision={precision}", f"--train_steps={warmup + steps}", f"--save_checkpoint_steps={10 ** 6}",
-             "--num_threads=1", "--dropout=0.1", f"--save_checkpoint_path={run_dir}"]
-    if backend == "mindspore":
-        flags.append(f"--mindspore_allreduce={mindspore_allreduce}")
+             "--num_threads=1", "--dropout=0.1", f"--save_checkpoint_path={run_dir}", f"--allreduce={allreduce}"]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if ranks == 1:
         # One core, as each of the two ranks gets: a framework's helper threads (MindSpore's actor
@@ -108,8 +106,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed first steps (compilation, caches)")
     parser.add_argument("--base_micro_batches", type=int, default=0,
                         help="BERT-base: micro-batches of 2 per rank and step (0: the default 4)")
-    parser.add_argument("--mindspore_allreduce", default="auto", choices=("auto", "mpi", "mindspore"),
-                        help="the trainer's flag for MindSpore's two-rank runs: how gradients are averaged")
+    parser.add_argument("--allreduce", default="auto", choices=("auto", "mpi", "framework"),
+                        help="the trainer's flag for the two-rank runs: how gradients are averaged")
     parser.add_argument("--json_out", help="also write the results here")
     args = parser.parse_args()
     peaks = {dtype: matmul_peak(dtype) for dtype in ("fp32", "bf16")}
@@ -125,7 +123,7 @@ def main() -> None:
         records = make_records(work)
         for backend, shape, precision, ranks in configs:
             r = run_config(records, work, backend, shape, precision, ranks, args.steps, args.warmup,
-                           args.base_micro_batches, args.mindspore_allreduce)
+                           args.base_micro_batches, args.allreduce)
             layers, hidden, _, intermediate, _, _ = SHAPES[shape]
             if "samples_per_s" in r:
                 achieved = r["samples_per_s"] * flops_per_sample(layers, hidden, intermediate) / 1e9

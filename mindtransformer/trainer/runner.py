@@ -181,10 +181,9 @@ def make_engine(settings, model, world):
         if world.is_main:
             print(f"WARNING: {why}; training with the plain trainer and the same settings from {s.deepspeed} "
                   "(no ZeRO partitioning)", file=sys.stderr, flush=True)
-    only_mindspore = ({"jit": s.mindspore_mode == "graph", "seed": s.seed, "allreduce": s.mindspore_allreduce}
-                      if s.backend == "mindspore" else {})
+    only_mindspore = {"jit": s.mindspore_mode == "graph", "seed": s.seed} if s.backend == "mindspore" else {}
     return importlib.import_module(f"mindtransformer.backends.{s.backend}.train").Engine(
-        model, world, clip_grad_norm=s.clip_grad_norm, **options, **only_mindspore)
+        model, world, clip_grad_norm=s.clip_grad_norm, allreduce=s.allreduce, **options, **only_mindspore)
 
 
 def replica_fingerprints(engine, world, step: int) -> list:

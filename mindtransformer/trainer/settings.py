@@ -167,11 +167,11 @@ class TrainSettings:
     master_port: int = _field(0, "port of rank 0 (default: $MASTER_PORT, else 29500)")
     network_interface: str = _field("", "network interface for collectives, e.g. eth0 (default: the system's choice)")
     collective_timeout: int = _field(45, "seconds a collective waits for a silent rank before the run stops")
-    mindspore_allreduce: str = _field("auto", "MindSpore data parallel: how gradients are averaged over the ranks: "
-                                      "mindspore (mindspore.communication's AllReduce: any launcher and device; on CPU "
-                                      "a TCP ring), mpi (MPI_Allreduce through mpi4py, which Open MPI does in shared "
-                                      "memory on one host: CPU under mpirun only, ~5x faster there), auto (mpi where "
-                                      "it applies and mpi4py loads, else mindspore)", ("auto", "mpi", "mindspore"))
+    allreduce: str = _field("auto", "data parallel: how gradients are averaged over the ranks: framework (the "
+                            "backend's own collectives, torch.distributed's gloo/NCCL or mindspore.communication: any "
+                            "launcher and device; on CPU through TCP), mpi (MPI_Allreduce through mpi4py, which Open MPI "
+                            "does in shared memory on one host: CPU under mpirun only, 10-30x faster there), auto (mpi "
+                            "where it applies and mpi4py loads, else framework)", ("auto", "mpi", "framework"))
     bind_cores_to_rank: bool = _field(True, "CPU data parallel: pin each rank of a host to its own equal share of the "
                                       "physical cores it may use, with their hardware threads (DeepSpeed's flag), so "
                                       "that a rank's framework threads do not compete with the other ranks'; nothing "

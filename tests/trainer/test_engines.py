@@ -86,12 +86,13 @@ def test_mindspore_refuses_bf16_on_cpu_with_the_reason():
     (World(rank=0, size=2, launcher="torchrun"), "CPU", "started by torchrun, not mpirun"),
     (World(rank=0, size=2, launcher="mpirun"), "GPU", "--device_target=GPU"),
 ])
-def test_mindspore_refuses_mpi_averaging_where_it_cannot_apply(world, device, reason):
-    from mindtransformer.backends.mindspore.averaging import sum_over_ranks
+def test_mpi_averaging_is_refused_where_it_cannot_apply(world, device, reason):
+    from mindtransformer.backends.mpi import transport
     from mindtransformer.errors import UserInputError
 
-    with pytest.raises(UserInputError, match=f"--mindspore_allreduce=mpi: .*{reason}.*use --mindspore_allreduce=mindspore"):
-        sum_over_ranks(world, "mpi", device)
+    with pytest.raises(UserInputError, match=f"--allreduce=mpi: .*{reason}.*use --allreduce=framework"):
+        transport(world, "mpi", device)
+    assert transport(world, "auto", device) == "framework"
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["graph", "pynative"])

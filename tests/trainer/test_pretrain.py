@@ -132,12 +132,13 @@ TWO_RANK_RECIPE = [*TINY, "--train_steps=6", "--save_checkpoint_steps=6", "--dro
 
 @pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
 @pytest.mark.parametrize("backend, averaging, averaged_by", [
-    ("torch", [], None),
-    ("mindspore", [], "MPI_Allreduce (mpi4py)"),  # on CPU under mpirun, the default
-    # MindSpore's own AllReduce: what msrun, torchrun and GPU/Ascend runs average with (slow: a third run)
-    pytest.param("mindspore", ["--mindspore_allreduce=mindspore"], "mindspore.communication's AllReduce",
-                 marks=pytest.mark.slow),
-], ids=["torch", "mindspore-mpi", "mindspore-allreduce"])
+    ("torch", [], "MPI_Allreduce (mpi4py)"),  # on CPU under mpirun, the default
+    ("mindspore", [], "MPI_Allreduce (mpi4py)"),
+    # The backends' own collectives: what torchrun, msrun and GPU runs average with.
+    ("torch", ["--allreduce=framework"], "torch.distributed (gloo)"),
+    pytest.param("mindspore", ["--allreduce=framework"], "mindspore.communication's AllReduce",
+                 marks=pytest.mark.slow),  # slow: a third MindSpore run
+], ids=["torch-mpi", "mindspore-mpi", "torch-gloo", "mindspore-allreduce"])
 def test_two_ranks_under_mpirun_match_one_process_with_the_same_global_batch(pretraining_tfrecords, hostfile, tmp_path,
                                                                              one_process_run, backend, averaging,
                                                                              averaged_by):
@@ -206,12 +207,16 @@ def test_a_checkpoint_write_cut_short_leaves_the_previous_one_loadable(pretraini
 
 
 @pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
-@pytest.mark.parametrize("backend", ["torch", "mindspore"])
-def test_when_one_rank_dies_the_others_exit_within_a_minute_naming_it(pretraining_tfrecords, hostfile, tmp_path, backend):
+@pytest.mark.parametrize("backend, averaging", [
+    ("torch", ["--allreduce=framework"]),  # gloo's own failure detection, as under torchrun
+    ("mindspore", []),  # MPI averaging (the default under mpirun)
+], ids=["torch-gloo", "mindspore-mpi"])
+def test_when_one_rank_dies_the_others_exit_within_a_minute_naming_it(pretraining_tfrecords, hostfile, tmp_path, backend,
+                                                                      averaging):
     run = tmp_path / "run"
     launch = subprocess.Popen(["bash", os.path.join(REPO_ROOT, "examples", "pretrain", "pretrain_bert_distributed.sh"),
                                "2", str(hostfile), str(pretraining_tfrecords), *TINY, "--train_steps=100000",
-                               f"--backend={backend}",
+                               f"--backend={backend}", *averaging,
                                "--save_checkpoint_steps=100000", f"--save_checkpoint_path={run}"],
                               env=ENV, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300

@@ -27,6 +27,7 @@ import numpy as np
 from mindspore import ops
 
 from mindtransformer.backends.common import forward_arguments
+from mindtransformer.backends import mpi
 from mindtransformer.backends.mindspore import make_optimizer, named_arrays, read_checkpoint, write_checkpoint
 from mindtransformer.backends.mindspore.averaging import sum_over_ranks
 from mindtransformer.errors import CollectiveError, UserInputError, first_line
@@ -77,9 +78,7 @@ class Engine:
             init()  # the scheduler and MS_* variables were prepared before mindspore was imported
             self._all_reduce_op = ops.AllReduce()  # SUM: the only reduction CPU offers
             self._sum_over_ranks, transport = sum_over_ranks(world, allreduce, device_target)
-            if world.is_main:
-                how = "MPI_Allreduce (mpi4py)" if transport == "mpi" else "mindspore.communication's AllReduce"
-                print(f"gradients averaged over {world.size} ranks by {how}", flush=True)
+            mpi.announce(world, transport, "mindspore.communication's AllReduce")
         self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
         self.parameters = list(self.optimizer.parameters)
         self.clip_grad_norm = clip_grad_norm

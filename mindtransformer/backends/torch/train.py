@@ -1,5 +1,5 @@
 """The torch engine the training loop (trainer/loop.py) drives: gradient accumulation,
-data-parallel averaging over torch.distributed, clipping, bf16 autocast, fp16 loss scaling,
+data-parallel averaging (torch.distributed, or MPI on CPU under mpirun: backends/mpi.py), clipping, bf16 autocast, fp16 loss scaling,
 the optimizer, and the engine's part of a checkpoint. The MindSpore engine has the same methods.
 """
 
@@ -13,6 +13,7 @@ import os
 import numpy as np
 import torch
 
+from mindtransformer.backends import mpi
 from mindtransformer.backends.common import forward_arguments
 from mindtransformer.backends.torch import make_optimizer, named_arrays
 from mindtransformer.errors import CollectiveError, UserInputError, first_line
@@ -22,7 +23,7 @@ from mindtransformer.utils.heap import keep_freed_blocks
 class Engine:
     def __init__(self, model, world, optimizer: str = "adamw", learning_rate: float = 1e-4,
                  weight_decay: float = 0.01, clip_grad_norm: float = 1.0, precision: str = "fp32",
-                 device_target: str = "CPU", num_threads: int = 0):
+                 device_target: str = "CPU", num_threads: int = 0, allreduce: str = "auto"):
         if num_threads:
             torch.set_num_threads(num_threads)
         self.world = world
@@ -36,10 +37,13 @@ class Engine:
         # fp16 needs dynamic loss scaling (GPU only; settings.check refuses fp16 on CPU).
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
         self.parameters = [p for p in model.parameters() if p.requires_grad]
-        self._flat_grads = None
+        self._flat_grads, self._transport = None, None
         if world.size > 1:
-            _join(world, "nccl" if self.device.type == "cuda" else "gloo")
+            collectives = "nccl" if self.device.type == "cuda" else "gloo"
+            _join(world, collectives)  # also for metrics, barriers and failure detection under MPI
             self._flat_grads = _flat_gradient_views(self.parameters)
+            self._transport = mpi.transport(world, allreduce, device_target)
+            mpi.announce(world, self._transport, f"torch.distributed ({collectives})")
 
     # ---- one optimizer step = forward_backward on each micro-batch, then step -------------------
 
@@ -68,7 +72,10 @@ class Engine:
             # One all-reduce for every gradient and the loss, in place: the gradients already
             # live in `flat` (see _flat_gradient_views).
             flat[-1] = local_loss
-            self._all_reduce(flat, step)
+            if self._transport == "mpi":
+                self._collective(mpi.sum_in_place, [flat.numpy()], step)  # flat.numpy() is flat's memory
+            else:
+                self._all_reduce(flat, step)
             flat /= self.world.size
             loss = float(flat[-1])
         if self.scaler:
@@ -114,9 +121,13 @@ class Engine:
     def _all_reduce(self, tensor, step: int) -> None:
         import torch.distributed as dist
 
+        self._collective(dist.all_reduce, tensor, step)
+
+    def _collective(self, operation, argument, step: int) -> None:
+        """operation(argument); a failure (dist.DistError is a RuntimeError) names this rank and step."""
         try:
-            dist.all_reduce(tensor)
-        except (RuntimeError, dist.DistError) as err:
+            operation(argument)
+        except RuntimeError as err:
             raise CollectiveError(f"rank {self.world.rank}: the all-reduce of step {step} failed: another rank "
                                   f"stopped or stopped answering ({first_line(err)})") from None
 
