@@ -75,6 +75,35 @@ def test_torch_bf16_autocast_trains_with_fp32_master_weights():
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in engine.parameters)
 
 
+def test_torch_fp16_dynamic_loss_scaling_skips_overflowing_steps_and_lowers_the_scale(tmp_path):
+    """fp16 is a GPU setting for users (settings.check), but the engine's loss scaling is the same
+    code on any device: here on CPU, a scale so large that the fp16 backward overflows."""
+    engine = engine_for("torch", learning_rate=1e-3, precision="fp16")
+    assert not engine.step(1e-3, engine.forward_backward(batch(), 1.0), 0)["skipped"]  # the default scale fits
+    engine.scaler.update(2.0 ** 40)  # the scaler's own API for setting the scale
+    before = engine.named_arrays()
+    results = []
+    for step in range(1, 40):
+        results.append(engine.step(1e-3, engine.forward_backward(batch(), 1.0), step))
+        if not results[-1]["skipped"]:
+            break
+        now = engine.named_arrays()
+        assert all(np.array_equal(before[k], now[k]) for k in before)  # a skipped step changes nothing
+    skipped = [r for r in results if r["skipped"]]
+    assert skipped and not results[-1]["skipped"], results  # overflowed first, then trained
+    assert [r["loss_scale"] for r in skipped] == [2.0 ** (39 - i) for i in range(len(skipped))]  # halved each time
+    assert all(not np.isfinite(r["grad_norm"]) for r in skipped) and np.isfinite(results[-1]["grad_norm"])
+    after = engine.named_arrays()
+    assert any(not np.array_equal(before[k], after[k]) for k in before)  # the one applied step moved them
+    # Parameters stay fp32 (master weights); only the forward and backward ran in fp16.
+    assert all(p.dtype == np.dtype("float32") for p in after.values())
+    # The scale is part of a checkpoint: a resumed engine continues from it.
+    state = engine.save(str(tmp_path))
+    resumed = engine_for("torch", learning_rate=1e-3, precision="fp16")
+    resumed.load(str(tmp_path), state)
+    assert resumed.scaler.get_scale() == engine.scaler.get_scale() == skipped[-1]["loss_scale"]
+
+
 def test_mindspore_refuses_bf16_on_cpu_with_the_reason():
     from mindtransformer.errors import UserInputError
 

@@ -34,8 +34,9 @@ class Engine:
         self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
         self.clip_grad_norm = clip_grad_norm
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        # fp16 needs dynamic loss scaling (GPU only; settings.check refuses fp16 on CPU).
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        # fp16 needs dynamic loss scaling. Users get fp16 on GPU only (settings.check refuses it on
+        # CPU, where it is slow); the scaling itself is device-neutral, and tested on CPU.
+        self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self._flat_grads, self._transport = None, None
         if world.size > 1:
