@@ -7,7 +7,7 @@ samples/s from metrics.jsonl (the first --warmup steps, which compile and fill c
 left out; the median of the rest is reported). MFU = samples/s x model FLOPs per sample / peak,
 where the peak is a one-thread torch matmul measured in this same run (x ranks for two ranks).
 
-    .venv/bin/python bench/pretrain_throughput.py [--only tiny] [--json_out F]
+    .venv/bin/python bench/pretrain_throughput.py [--only tiny] [--rounds N] [--json_out F]
 
 Targets (issue 5): bf16 >= 2.5x fp32; two ranks >= 1.8x one rank; torch bf16 MFU >= 40 %.
 """
@@ -98,6 +98,36 @@ def run_config(records: str, work: str, backend: str, shape: str, precision: str
     return {**result, "samples_per_s": statistics.median(rates), "steps_timed": len(rates)}
 
 
+def report(r: dict, peaks: dict) -> None:
+    """Adds GFLOP/s and MFU to a run's result and prints its line."""
+    backend, shape, precision, ranks = r["backend"], r["shape"], r["precision"], r["ranks"]
+    if "samples_per_s" not in r:
+        print(f"{backend:9} {shape:4} {precision} ranks={ranks}: failed: {r['error']}", flush=True)
+        return
+    layers, hidden, _, intermediate, _, _ = SHAPES[shape]
+    r["gflops"] = r["samples_per_s"] * flops_per_sample(layers, hidden, intermediate) / 1e9
+    r["mfu"] = r["gflops"] / (peaks[precision] * ranks)
+    print(f"{backend:9} {shape:4} {precision} ranks={ranks} batch={r['batch']:>3}: "
+          f"{r['samples_per_s']:8.2f} samples/s  {r['gflops']:7.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %", flush=True)
+
+
+def ratio_summary(results: list, a: tuple, b: tuple) -> str:
+    """Rate of configuration a over b, taken within each round (a process's rate here moves by
+    +-10 % from run to run, so a ratio of runs far apart in time says little): the median over
+    the rounds, with the range when there are several."""
+    def rates(key):
+        return {r["round"]: r["samples_per_s"] for r in results
+                if (r["backend"], r["shape"], r["precision"], r["ranks"]) == key and "samples_per_s" in r}
+
+    x, y = rates(a), rates(b)
+    ratios = sorted(x[k] / y[k] for k in x if k in y)
+    if not ratios:
+        return "  n/a"
+    if len(ratios) == 1:
+        return f"{ratios[0]:5.2f}x"
+    return f"{statistics.median(ratios):5.2f}x (median of {len(ratios)} rounds; {ratios[0]:.2f}x-{ratios[-1]:.2f}x)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", choices=sorted(SHAPES), help="one model shape only")
@@ -108,6 +138,9 @@ def main() -> None:
                         help="BERT-base: micro-batches of 2 per rank and step (0: the default 4)")
     parser.add_argument("--allreduce", default="auto", choices=("auto", "mpi", "framework"),
                         help="the trainer's flag for the two-rank runs: how gradients are averaged")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every configuration this many times, round by round; ratios are taken "
+                             "within a round and their median printed")
     parser.add_argument("--json_out", help="also write the results here")
     args = parser.parse_args()
     peaks = {dtype: matmul_peak(dtype) for dtype in ("fp32", "bf16")}
@@ -121,35 +154,25 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_pt_") as work:
         records = make_records(work)
-        for backend, shape, precision, ranks in configs:
-            r = run_config(records, work, backend, shape, precision, ranks, args.steps, args.warmup,
-                           args.base_micro_batches, args.allreduce)
-            layers, hidden, _, intermediate, _, _ = SHAPES[shape]
-            if "samples_per_s" in r:
-                achieved = r["samples_per_s"] * flops_per_sample(layers, hidden, intermediate) / 1e9
-                r["gflops"] = achieved
-                r["mfu"] = achieved / (peaks[precision] * ranks)
-                print(f"{backend:9} {shape:4} {precision} ranks={ranks} batch={r['batch']:>3}: "
-                      f"{r['samples_per_s']:8.2f} samples/s  {achieved:7.1f} GFLOP/s  MFU {100 * r['mfu']:5.1f} %",
-                      flush=True)
-            else:
-                print(f"{backend:9} {shape:4} {precision} ranks={ranks}: failed: {r['error']}", flush=True)
-            results.append(r)
-
-    def rate(backend, shape, precision, ranks):
-        found = [r for r in results if (r["backend"], r["shape"], r["precision"], r["ranks"]) ==
-                 (backend, shape, precision, ranks) and "samples_per_s" in r]
-        return found[0]["samples_per_s"] if found else None
+        for round_index in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_index + 1} of {args.rounds}", flush=True)
+            for backend, shape, precision, ranks in configs:
+                r = run_config(records, work, backend, shape, precision, ranks, args.steps, args.warmup,
+                               args.base_micro_batches, args.allreduce)
+                r["round"] = round_index
+                report(r, peaks)
+                results.append(r)
 
     print()
+    print(f"{'matmul peak bf16 / fp32':36} {peaks['bf16'] / peaks['fp32']:5.2f}x")
     for shape in shapes:
         for label, a, b in ((f"torch {shape} bf16 / fp32", ("torch", shape, "bf16", 1), ("torch", shape, "fp32", 1)),
                             (f"torch {shape} 2 ranks / 1 rank", ("torch", shape, "fp32", 2), ("torch", shape, "fp32", 1)),
                             (f"mindspore {shape} 2 ranks / 1 rank", ("mindspore", shape, "fp32", 2),
                              ("mindspore", shape, "fp32", 1)),
                             (f"mindspore / torch {shape} fp32", ("mindspore", shape, "fp32", 1), ("torch", shape, "fp32", 1))):
-            x, y = rate(*a), rate(*b)
-            print(f"{label:36} {x / y:5.2f}x" if x and y else f"{label:36} n/a")
+            print(f"{label:36} {ratio_summary(results, a, b)}")
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"peaks_gflops": peaks, "results": results}, f, indent=2)

@@ -23,3 +23,21 @@ def test_a_malformed_seed_list_is_a_one_line_usage_error(script):
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert "--seeds" in last and "'0,x' is not a comma-separated list of integers" in last
+
+
+def test_throughput_ratios_are_taken_within_each_round():
+    """bench/pretrain_throughput.py: a ratio pairs the two configurations' runs of one round (a
+    process's rate moves from run to run here), and a failed run leaves its round out."""
+    from bench.pretrain_throughput import ratio_summary
+
+    one, two = ("torch", "tiny", "fp32", 1), ("torch", "tiny", "fp32", 2)
+
+    def run(key, round_index, rate=None):
+        r = dict(zip(("backend", "shape", "precision", "ranks"), key), round=round_index)
+        return {**r, "samples_per_s": rate} if rate is not None else {**r, "error": "exit 1"}
+
+    results = [run(one, 0, 50.0), run(two, 0, 75.0), run(one, 1, 60.0), run(two, 1, 120.0),
+               run(one, 2, 40.0), run(two, 2, 72.0), run(one, 3, 55.0), run(two, 3)]
+    assert ratio_summary(results, two, one) == " 1.80x (median of 3 rounds; 1.50x-2.00x)"
+    assert ratio_summary(results[:2], two, one) == " 1.50x"
+    assert ratio_summary(results, ("mindspore", "tiny", "fp32", 2), one) == "  n/a"
