@@ -26,8 +26,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import ops
 
-from mindtransformer.backends.common import forward_arguments
 from mindtransformer.backends import mpi
+from mindtransformer.backends.common import forward_arguments
 from mindtransformer.backends.mindspore import make_optimizer, named_arrays, read_checkpoint, write_checkpoint
 from mindtransformer.backends.mindspore.averaging import sum_over_ranks
 from mindtransformer.errors import CollectiveError, UserInputError, first_line

@@ -1,6 +1,7 @@
 """The torch engine the training loop (trainer/loop.py) drives: gradient accumulation,
-data-parallel averaging (torch.distributed, or MPI on CPU under mpirun: backends/mpi.py), clipping, bf16 autocast, fp16 loss scaling,
-the optimizer, and the engine's part of a checkpoint. The MindSpore engine has the same methods.
+data-parallel averaging (torch.distributed, or MPI on CPU under mpirun: backends/mpi.py),
+clipping, bf16 autocast, fp16 loss scaling, the optimizer, and the engine's part of a checkpoint.
+The MindSpore engine has the same methods.
 """
 
 from __future__ import annotations
