@@ -108,3 +108,36 @@ def test_fp16_mixed_precision_trains_finite(minilm_path, batch, mindspore_mode):
     assert np.isfinite(losses).all(), losses
     assert abs(losses[0] - fp32_loss) < 1e-2, (losses[0], fp32_loss)
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["jit", "eager"])
+def test_mindspore_dropout_drops_at_its_rate_scales_the_rest_and_draws_anew_each_call(compiled):
+    """Both backends' runs of one recipe differ only by their random draws (docs/benchmarks.md,
+    "Are the two backends' recipes the same?"): so the draws must be right. A compiled graph bakes
+    its dropout seed in; each call must still draw a new mask (else every step drops the same units)."""
+    import mindspore as ms
+
+    from mindtransformer.backends.mindspore import nn as ms_nn
+    from mindtransformer.backends.mindspore import ops as ms_ops
+
+    get_backend("mindspore").manual_seed(0)
+    dropout = ms_nn.Dropout(0.1)
+    dropout.set_train(True)
+    ones = ms.Tensor(np.ones(200_000, np.float32))
+
+    def hidden(x):
+        return dropout(x)
+
+    def attend(q):  # (B, N, T, H): the attention probabilities dropped at 0.5
+        return ms_ops.attention(q, q, q, None, 0.5)
+
+    if compiled:
+        hidden, attend = ms.jit(hidden), ms.jit(attend)
+    first, second = hidden(ones).asnumpy(), hidden(ones).asnumpy()
+    for out in (first, second):
+        assert abs((out == 0).mean() - 0.1) < 0.005  # 200k draws: the std of the fraction is 0.0007
+        np.testing.assert_allclose(out[out != 0], 1 / 0.9, rtol=1e-6)
+    assert not np.array_equal(first == 0, second == 0)
+    # The attention probabilities' dropout, inside the one attention op.
+    query = ms.Tensor(np.random.default_rng(0).standard_normal((2, 2, 16, 8)).astype(np.float32))
+    assert not np.array_equal(attend(query).asnumpy(), attend(query).asnumpy())
