@@ -4,13 +4,19 @@ Why: Open MPI moves a host's buffers through shared memory, where the frameworks
 collectives go through TCP: 17.7 MB (BERT-tiny's gradients) over 2 ranks on one host takes
 2.8 ms by MPI, 26-30 ms by torch.distributed's gloo and 88 ms by mindspore.communication's ring.
 The engines still join their framework's group for the small collectives (metrics, barriers,
-fingerprints) and its failure detection; a rank killed under mpirun ends the job through mpirun.
+fingerprints); a rank killed under mpirun ends the job through mpirun, and a rank that stops
+answering without exiting is caught by sum_in_place's own timeout (MPI's blocking collectives
+have none).
 
 --allreduce picks: "framework" (the backend's own collectives: any launcher and device), "mpi"
 (CPU under mpirun only, with mpi4py), or "auto" (mpi where it applies, else framework).
 """
 
 from __future__ import annotations
+
+import os
+import sys
+import threading
 
 from mindtransformer.errors import UserInputError, first_line
 
@@ -53,13 +59,30 @@ def _why_not(world, device_target: str):
     return None
 
 
-def sum_in_place(arrays) -> None:
+def sum_in_place(arrays, timeout_s: float, what: str) -> None:
     """Each numpy array replaced by its sum over the ranks, in place (no copies: the engines pass
-    views of the gradients' own memory). An MPI failure is a RuntimeError, as the frameworks'."""
+    views of the gradients' own memory). An MPI failure is a RuntimeError, as the frameworks'.
+
+    If the sums take longer than timeout_s (another rank stopped answering without exiting, so
+    mpirun does not end the job), this rank says so in one line on stderr and exits 1, and mpirun
+    then stops the others. A watchdog thread does it: MPI_Allreduce blocks without a timeout
+    (mpi4py releases the GIL meanwhile), and the non-blocking Iallreduce, polled, was 2-3x slower
+    here. what: who waits for what, e.g. "rank 0: the all-reduce of step 12"."""
     from mpi4py import MPI
 
+    watchdog = threading.Timer(timeout_s, _give_up, (what, timeout_s))
+    watchdog.daemon = True
+    watchdog.start()
     try:
         for array in arrays:
             MPI.COMM_WORLD.Allreduce(MPI.IN_PLACE, array)
     except MPI.Exception as err:
         raise RuntimeError(first_line(err)) from None
+    finally:
+        watchdog.cancel()
+
+
+def _give_up(what: str, timeout_s: float) -> None:
+    print(f"error: {what} got no answer within {timeout_s:g} s (--collective_timeout): another rank stopped "
+          "answering; stopping this rank", file=sys.stderr, flush=True)
+    os._exit(1)  # from this thread: the main thread is inside MPI_Allreduce

@@ -232,6 +232,44 @@ def test_when_one_rank_dies_the_others_exit_within_a_minute_naming_it(pretrainin
     assert "rank 1" in output, output[-3000:]
 
 
+@pytest.mark.skipif(MPI is None, reason="OpenMPI's mpirun is not installed")
+def test_when_one_rank_stops_answering_the_others_exit_after_the_collective_timeout(pretraining_tfrecords, hostfile,
+                                                                                   tmp_path):
+    """A rank that hangs without exiting (here: SIGSTOP) is not seen by mpirun; MPI's blocking
+    all-reduce has no timeout of its own, so the gradient sum keeps one (backends/mpi.py)."""
+    run = tmp_path / "run"
+    launch = subprocess.Popen(["bash", os.path.join(REPO_ROOT, "examples", "pretrain", "pretrain_bert_distributed.sh"),
+                               "2", str(hostfile), str(pretraining_tfrecords), *TINY, "--train_steps=100000",
+                               "--backend=torch", "--collective_timeout=8", "--save_checkpoint_steps=100000",
+                               f"--save_checkpoint_path={run}"],
+                              env=ENV, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while len(losses(run)) < 3 and launch.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert launch.poll() is None, launch.stdout.read()[-3000:]
+    waiting, victim = _rank_pid(launch.pid, rank=0), _rank_pid(launch.pid, rank=1)
+    os.kill(victim, signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        while _alive(waiting) and time.time() - stopped_at < 60:
+            time.sleep(0.2)
+        waited = time.time() - stopped_at
+    finally:
+        os.kill(victim, signal.SIGKILL)  # a stopped process ignores mpirun's SIGTERM
+    output, _ = launch.communicate(timeout=90)
+    assert 8 <= waited < 40, output[-3000:]
+    assert launch.returncode != 0
+    assert "rank 0: the all-reduce of step" in output and "got no answer within 8 s" in output, output[-3000:]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
 def _rank_pid(root: int, rank: int) -> int:
     """The pid of the process under `root` whose environment says OMPI_COMM_WORLD_RANK=rank."""
     for _ in range(100):

@@ -12,6 +12,8 @@ each rank's loss by 1 / world size before differentiation, so the sum is the mea
 
 from __future__ import annotations
 
+import functools
+
 import mindspore as ms
 import numpy as np
 from mindspore import ops
@@ -20,17 +22,18 @@ from mindtransformer.backends import mpi
 
 
 def sum_over_ranks(world, requested: str, device_target: str):
-    """(callable: (tuple of gradient tensors, local loss) -> (their sums over the ranks, the summed
-    loss), the transport taken: "mpi" or "framework", as mpi.transport decides)."""
+    """(callable: (tuple of gradient tensors, local loss, step) -> (their sums over the ranks, the
+    summed loss), the transport taken: "mpi" or "framework", as mpi.transport decides)."""
     taken = mpi.transport(world, requested, device_target)
-    return (_mpi_sum if taken == "mpi" else _ring_sum(ops.AllReduce())), taken
+    return (functools.partial(_mpi_sum, world) if taken == "mpi" else _ring_sum(ops.AllReduce())), taken
 
 
-def _mpi_sum(tensors, loss: float):
+def _mpi_sum(world, tensors, loss: float, step: int):
     """On CPU, asnumpy() of a computed tensor is that tensor's memory, writable (checked by
     tests/trainer/test_engines.py), so the tensors themselves come back summed."""
     loss_sum = np.array([loss], np.float64)
-    mpi.sum_in_place([*(tensor.asnumpy() for tensor in tensors), loss_sum])
+    mpi.sum_in_place([*(tensor.asnumpy() for tensor in tensors), loss_sum], world.timeout_s,
+                     f"rank {world.rank}: the all-reduce of step {step}")
     return tensors, float(loss_sum[0])
 
 
@@ -57,7 +60,7 @@ def _ring_sum(all_reduce):
             offset += t.size
         return tuple(out)
 
-    def sum_with_loss(tensors, loss: float):
+    def sum_with_loss(tensors, loss: float, step: int):  # step: only the MPI path names it
         *summed, loss_sum = total(ms.mutable((*tensors, ms.Tensor([loss], ms.float32))))
         return tuple(summed), float(loss_sum.asnumpy()[0])
 

@@ -129,7 +129,7 @@ class Engine:
         loss = local_loss
         if self.world.size > 1:
             try:
-                grads, loss_sum = self._sum_over_ranks(grads, local_loss)
+                grads, loss_sum = self._sum_over_ranks(grads, local_loss, step)
             except RuntimeError as err:
                 self._collective_failed(err, step)
             loss = loss_sum / self.world.size

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import math
 import os
 
@@ -75,7 +76,9 @@ class Engine:
             # live in `flat` (see _flat_gradient_views).
             flat[-1] = local_loss
             if self._transport == "mpi":
-                self._collective(mpi.sum_in_place, [flat.numpy()], step)  # flat.numpy() is flat's memory
+                waiting = f"rank {self.world.rank}: the all-reduce of step {step}"
+                self._collective(functools.partial(mpi.sum_in_place, timeout_s=self.world.timeout_s, what=waiting),
+                                 [flat.numpy()], step)  # flat.numpy() is flat's memory
             else:
                 self._all_reduce(flat, step)
             flat /= self.world.size
