@@ -67,7 +67,8 @@ def sum_in_place(arrays, timeout_s: float, what: str) -> None:
     mpirun does not end the job), this rank says so in one line on stderr and exits 1, and mpirun
     then stops the others. A watchdog thread does it: MPI_Allreduce blocks without a timeout
     (mpi4py releases the GIL meanwhile; the thread costs ~0.12 ms a call), and the non-blocking
-    Iallreduce, polled, was 2-3x slower here. what: who waits for what, e.g. "rank 0: the all-reduce of step 12"."""
+    Iallreduce, polled, was 2-3x slower here.
+    what: who waits for what, e.g. "rank 0: the all-reduce of step 12"."""
     from mpi4py import MPI
 
     watchdog = threading.Timer(timeout_s, _give_up, (what, timeout_s))
