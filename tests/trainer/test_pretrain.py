@@ -279,10 +279,24 @@ def _rank_pid(root: int, rank: int) -> int:
                     env = f.read().split(b"\0")
             except OSError:
                 continue
-            if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env and b"mindtransformer" in open(f"/proc/{pid}/cmdline", "rb").read():
+            if (f"OMPI_COMM_WORLD_RANK={rank}".encode() in env and _descends_from(pid, root)
+                    and b"mindtransformer" in open(f"/proc/{pid}/cmdline", "rb").read()):
                 return pid
         time.sleep(0.1)
     raise AssertionError(f"no rank {rank} under {root}")
+
+
+def _descends_from(pid: int, root: int) -> bool:
+    """Whether `root` is an ancestor of `pid`: other tests' mpirun jobs may run at the same time."""
+    while pid > 1:
+        if pid == root:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(") ", 1)[1].split()[1])  # field 4: the parent's pid
+        except (OSError, IndexError, ValueError):
+            return False
+    return False
 
 
 # ---- bad settings: one line, exit 2, before any training ---------------------------------------
