@@ -59,19 +59,19 @@ def _why_not(world, device_target: str):
     return None
 
 
-def sum_in_place(arrays, timeout_s: float, what: str) -> None:
+def sum_in_place(arrays, world, step: int) -> None:
     """Each numpy array replaced by its sum over the ranks, in place (no copies: the engines pass
     views of the gradients' own memory). An MPI failure is a RuntimeError, as the frameworks'.
 
-    If the sums take longer than timeout_s (another rank stopped answering without exiting, so
+    If the sums take longer than the timeout (another rank stopped answering without exiting, so
     mpirun does not end the job), this rank says so in one line on stderr and exits 1, and mpirun
     then stops the others. A watchdog thread does it: MPI_Allreduce blocks without a timeout
     (mpi4py releases the GIL meanwhile; the thread costs ~0.12 ms a call), and the non-blocking
-    Iallreduce, polled, was 2-3x slower here.
-    what: who waits for what, e.g. "rank 0: the all-reduce of step 12"."""
+    Iallreduce, polled, was 2-3x slower here. The timeout is world.timeout_s; step names the wait."""
     from mpi4py import MPI
 
-    watchdog = threading.Timer(timeout_s, _give_up, (what, timeout_s))
+    watchdog = threading.Timer(world.timeout_s, _give_up, (f"rank {world.rank}: the all-reduce of step {step}",
+                                                           world.timeout_s))
     watchdog.daemon = True
     watchdog.start()
     try:

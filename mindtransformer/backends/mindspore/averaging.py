@@ -32,8 +32,7 @@ def _mpi_sum(world, tensors, loss: float, step: int):
     """On CPU, asnumpy() of a computed tensor is that tensor's memory, writable (checked by
     tests/trainer/test_engines.py), so the tensors themselves come back summed."""
     loss_sum = np.array([loss], np.float64)
-    mpi.sum_in_place([*(tensor.asnumpy() for tensor in tensors), loss_sum], world.timeout_s,
-                     f"rank {world.rank}: the all-reduce of step {step}")
+    mpi.sum_in_place([*(tensor.asnumpy() for tensor in tensors), loss_sum], world, step)
     return tensors, float(loss_sum[0])
 
 

@@ -76,8 +76,7 @@ class Engine:
             # live in `flat` (see _flat_gradient_views).
             flat[-1] = local_loss
             if self._transport == "mpi":
-                waiting = f"rank {self.world.rank}: the all-reduce of step {step}"
-                self._collective(functools.partial(mpi.sum_in_place, timeout_s=self.world.timeout_s, what=waiting),
+                self._collective(functools.partial(mpi.sum_in_place, world=self.world, step=step),
                                  [flat.numpy()], step)  # flat.numpy() is flat's memory
             else:
                 self._all_reduce(flat, step)
