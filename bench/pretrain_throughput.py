@@ -143,6 +143,8 @@ def main() -> None:
                              "within a round and their median printed")
     parser.add_argument("--json_out", help="also write the results here")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds={args.rounds}: must be >= 1")
     peaks = {dtype: matmul_peak(dtype) for dtype in ("fp32", "bf16")}
     print(f"cpu: {cpu_model_name()}, {os.cpu_count()} cores, load average {load_average()}")
     print(f"one-thread torch matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")

@@ -316,6 +316,7 @@ def _rejected(done, *fragments, run_dir=None):
     ("--lerning_rate=1e-3", ("unknown flag --lerning_rate", "--learning_rate")),
     ("--seq_length=1024", ("--seq_length=1024", "--max_position_embeddings=512")),
     ("--max_predictions_per_seq=30", ("max_predictions_per_seq 20", "--max_predictions_per_seq 30")),
+    ("--allreduce=gloo", ("--allreduce", "invalid choice: 'gloo'", "framework")),
 ])
 def test_bad_flags_are_refused_before_training(pretraining_tfrecords, tmp_path, flag, fragments):
     _rejected(trainer(f"--train_data_path={pretraining_tfrecords}", *TINY, "--train_steps=2", flag,
