@@ -300,17 +300,18 @@ def _truncation(len_a: int, len_b: int, max_tokens: int, rng: random.Random) -> 
     """google's truncate_seq_pair as cut counts (front_a, back_a, front_b, back_b).
 
     google cuts one token at a time from the longer side (B on a tie), from the front or the back
-    at random (one draw each). The sides follow from the lengths alone: |len_a - len_b| cuts from
-    the longer side, then B, A, B, A, ...; so the draws are made first and counted per side."""
+    by a fair coin each. Which side each cut comes from follows from the lengths alone:
+    |len_a - len_b| cuts from the longer side, then B, A, B, A, ...; so the counts per side are
+    fixed, and the front cuts of a side of k cuts are k fair coins: the set bits of k random bits
+    (one draw per side instead of one per token; the same distribution)."""
     excess = len_a + len_b - max_tokens
     if excess <= 0:
         return 0, 0, 0, 0
-    front = [rng.random() < 0.5 for _ in range(excess)]
     longer = min(excess, abs(len_a - len_b))
-    then_b, then_a = front[longer::2], front[longer + 1::2]
-    first_a, first_b = (front[:longer], []) if len_a > len_b else ([], front[:longer])
-    front_a, cut_a = sum(first_a) + sum(then_a), len(first_a) + len(then_a)
-    front_b, cut_b = sum(first_b) + sum(then_b), len(first_b) + len(then_b)
+    rest = excess - longer  # alternating B, A, B, ...: B gets the odd one
+    cut_a = rest // 2 + (longer if len_a > len_b else 0)
+    cut_b = excess - cut_a
+    front_a, front_b = rng.getrandbits(cut_a).bit_count(), rng.getrandbits(cut_b).bit_count()
     return front_a, cut_a - front_a, front_b, cut_b - front_b
 
 

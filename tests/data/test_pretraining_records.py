@@ -151,8 +151,10 @@ def test_fast_tokenization_equals_tokenizers(corpus, vocab_file, monkeypatch):
             np.testing.assert_array_equal(word_start, ~chunk_tokenizer.is_piece[ids])
 
 
-def test_truncation_counts_equal_googles_loop():
-    """The cut counts drawn side by side equal google's truncate_seq_pair loop, draw for draw."""
+def test_truncation_cuts_the_sides_as_googles_loop_with_fair_coins_for_front_or_back():
+    """Per side, the cut counts equal google's truncate_seq_pair loop (one token at a time from the
+    longer side, B on a tie) for every length pair; the front/back choice of each cut is a fair
+    coin (the front cuts of a side of k cuts have mean k/2 and variance k/4, independent sides)."""
     import random
 
     from mindtransformer.data.pretraining import _truncation
@@ -172,8 +174,18 @@ def test_truncation_counts_equal_googles_loop():
         for len_b in range(1, 70, 2):
             for max_tokens in (2, 5, 40, 61, 125):
                 seed = f"{len_a}/{len_b}/{max_tokens}"
-                assert _truncation(len_a, len_b, max_tokens, random.Random(seed)) == \
-                    googles(len_a, len_b, max_tokens, random.Random(seed))
+                ours = _truncation(len_a, len_b, max_tokens, random.Random(seed))
+                theirs = googles(len_a, len_b, max_tokens, random.Random(seed))
+                assert (ours[0] + ours[1], ours[2] + ours[3]) == (theirs[0] + theirs[1], theirs[2] + theirs[3])
+                assert min(ours) >= 0
+    rng = random.Random(0)
+    draws = np.array([_truncation(70, 75, 125, rng) for _ in range(20000)])  # 20 cuts: B 5, then B 8 and A 7
+    cut_a, cut_b = draws[0, 0] + draws[0, 1], draws[0, 2] + draws[0, 3]
+    assert (cut_a, cut_b) == (7, 13)
+    for front, k in ((draws[:, 0], cut_a), (draws[:, 2], cut_b)):
+        assert abs(front.mean() - k / 2) < 4 * np.sqrt(k / 4 / len(front))
+        assert abs(front.var() / (k / 4) - 1) < 0.06
+    assert abs(np.corrcoef(draws[:, 0], draws[:, 2])[0, 1]) < 0.03
 
 
 def test_masking_and_nsp_statistics(made, vocab_file):
