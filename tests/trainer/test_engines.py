@@ -75,31 +75,31 @@ def test_torch_bf16_autocast_trains_with_fp32_master_weights():
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in engine.parameters)
 
 
-def test_torch_bf16_casts_each_weight_once_per_step_and_accumulates_the_same_gradients():
-    """With gradient accumulation the engine keeps one autocast context open over a step's
-    micro-batches, so each weight is cast to bf16 once per step; the accumulated gradients equal
-    those of a context per micro-batch (torch's usual pattern) bit for bit."""
+def test_torch_bf16_casts_each_weight_once_per_step_and_accumulates_the_gradients():
+    """With gradient accumulation on a CPU the engine makes each linear weight's gradient once per
+    step (weight_grads.py), casting each weight to bf16 once per step; the accumulated gradients
+    equal those of torch's usual pattern (autocast and a backward per micro-batch) within bf16
+    rounding, and are all in .grad when the update starts."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class CountWeightCasts(TorchDispatchMode):
         def __init__(self, parameters):
             super().__init__()
-            self.ids, self.count = {id(p) for p in parameters}, 0
+            self.ids, self.count = {id(p) for p in parameters}, 0  # matrices: biases are cheap
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten._to_copy.default and id(args[0]) in self.ids:
+            if func is torch.ops.aten._to_copy.default and id(args[0]) in self.ids and args[0].dim() == 2:
                 self.count += 1
             return func(*args, **(kwargs or {}))
 
-    engine = engine_for("torch", learning_rate=1e-3, precision="bf16")
+    engine = engine_for("torch", learning_rate=1e-3, precision="bf16", clip_grad_norm=0.0)  # .grad unclipped
     counter = CountWeightCasts(engine.parameters)
     micro_batches = 3
     with counter:
         losses = [engine.forward_backward(batch(), 1.0 / micro_batches) for _ in range(micro_batches)]
-    gradients = [p.grad.clone() for p in engine.parameters]
     linear_weights = sum(1 for m in engine.model.modules() if isinstance(m, torch.nn.Linear))
-    assert 0 < counter.count <= len(engine.parameters)  # once per step, whatever the micro-batches
+    assert 0 < counter.count <= linear_weights  # weight matrices once per step, whatever the micro-batches
     assert counter.count >= linear_weights - 3 * 2  # (attention's q/k/v weights are cast stacked)
 
     reference = engine_for("torch", learning_rate=1e-3, precision="bf16")  # the same seed, the same weights
@@ -107,10 +107,12 @@ def test_torch_bf16_casts_each_weight_once_per_step_and_accumulates_the_same_gra
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss = reference.model(*reference._inputs(batch()))["loss"]
         (loss.float() / micro_batches).backward()
-    for ours, theirs in zip(gradients, (p.grad for p in reference.parameters)):
-        assert torch.equal(ours, theirs)
-    # The update closes the context: the next step casts the changed weights afresh.
+    seen = {}
+    engine.optimizer.step = lambda: seen.update({id(p): p.grad.clone() for p in engine.parameters})
     engine.step(1e-3, sum(losses) / micro_batches, 0)
+    for ours, theirs in zip(engine.parameters, reference.parameters):
+        torch.testing.assert_close(seen[id(ours)], theirs.grad, rtol=2e-2, atol=1e-3)
+    # The next step casts the changed weights afresh (here one micro-batch: autocast's own casts).
     before = counter.count
     with counter:
         engine.forward_backward(batch(), 1.0)

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mindtransformer.backends.torch import weight_grads
+
 _ACTIVATIONS = {
     "gelu": F.gelu,  # exact erf GELU, as google's BERT
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -205,7 +207,7 @@ def merge_heads(x):
 
 
 def linear(x, weight, bias):
-    return F.linear(x, weight, bias)
+    return weight_grads.linear(x, (weight,), bias)
 
 
 def project(x, layers):
@@ -220,9 +222,9 @@ def project(x, layers):
     if not all(isinstance(layer, torch.nn.Linear) and layer.bias is not None and not hasattr(layer.weight, "ds_id")
                for layer in layers):
         return [layer(x) for layer in layers]
-    weight = torch.cat([layer.weight for layer in layers])  # (sum O_i, I)
     bias = torch.cat([layer.bias for layer in layers])
-    return F.linear(x, weight, bias).split([layer.out_features for layer in layers], dim=-1)
+    return weight_grads.linear(x, tuple(layer.weight for layer in layers), bias).split(
+        [layer.out_features for layer in layers], dim=-1)
 
 
 tanh = torch.tanh

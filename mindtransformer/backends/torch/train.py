@@ -17,7 +17,7 @@ import torch
 
 from mindtransformer.backends import mpi
 from mindtransformer.backends.common import forward_arguments
-from mindtransformer.backends.torch import make_optimizer, named_arrays
+from mindtransformer.backends.torch import make_optimizer, named_arrays, weight_grads
 from mindtransformer.errors import CollectiveError, UserInputError, first_line
 from mindtransformer.utils.heap import keep_freed_blocks
 
@@ -41,7 +41,7 @@ class Engine:
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self._flat_grads, self._transport = None, None
-        self._step_autocast = None  # the autocast context of the step in progress (forward_backward)
+        self._step_weight_grads = None  # the step's weight_grads.Deferred, when it accumulates micro-batches
         if world.size > 1:
             collectives = "nccl" if self.device.type == "cuda" else "gloo"
             _join(world, collectives)  # also for metrics, barriers and failure detection under MPI
@@ -59,30 +59,26 @@ class Engine:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     def forward_backward(self, batch: dict, weight: float) -> float:
-        """Loss of one micro-batch; its gradient times `weight` (1 / micro-batches per step) is added."""
+        """Loss of one micro-batch; its gradient times `weight` (1 / micro-batches per step) is added
+        (the linear layers' weight gradients at the end of the step, when it has several)."""
         self.model.train()
-        if self.autocast_dtype is not None and self._step_autocast is None:
-            # Autocast keeps its bf16/fp16 copies of the weights until its outermost context
-            # closes. Held open from a step's first micro-batch to the update (step() closes it),
-            # the weights are cast once per step instead of once per micro-batch.
-            self._step_autocast = self._autocast()
-            self._step_autocast.__enter__()
-        loss = self.model(*self._inputs(batch))["loss"]
-        with torch.autocast(self.device.type, enabled=False):  # backward runs outside autocast, as torch advises
+        if weight < 1.0 and self.device.type == "cpu" and self._step_weight_grads is None:
+            # Several micro-batches on a CPU: each linear weight is cast to bf16 once and gets
+            # its gradient from one matmul per step (weight_grads.py); on a GPU autograd's stay.
+            self._step_weight_grads = weight_grads.Deferred()
+        with self._step_weight_grads or contextlib.nullcontext():  # open only during this call
+            with self._autocast():
+                loss = self.model(*self._inputs(batch))["loss"]
             scaled = loss.float() * weight
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
         return float(loss.detach())
 
-    def _end_step_autocast(self) -> None:
-        """Close the step's autocast context: its cached weight copies go before the weights change."""
-        if self._step_autocast is not None:
-            self._step_autocast.__exit__(None, None, None)
-            self._step_autocast = None
-
     def step(self, learning_rate: float, local_loss: float, step: int) -> dict:
         """Average gradients (and the loss) over ranks, clip, update; a step whose gradient is not
         finite is skipped (parameters untouched) and reported, never applied."""
-        self._end_step_autocast()
+        if self._step_weight_grads is not None:
+            self._step_weight_grads.flush()  # every gradient in .grad before averaging and clipping
+            self._step_weight_grads = None
         loss = local_loss
         flat = self._flat_grads
         if flat is not None:

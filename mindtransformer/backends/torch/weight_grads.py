@@ -1,0 +1,126 @@
+"""A step's weight gradients in one matmul per weight, when the step accumulates micro-batches.
+
+Autograd makes a linear layer's weight gradient at every micro-batch: an (O, N) x (N, I) matmul
+over the micro-batch's N tokens and then, under bf16 autocast, a cast of that (O, I) gradient to
+fp32 and an add into .grad. With small micro-batches those passes over every weight cost more
+than the matmul before them (BERT-base, micro-batches of 2 x 128 tokens, bf16 on a CPU with AMX:
+about a quarter of the step; docs/benchmarks.md). While a `Deferred` collection is open (the torch
+engine opens one for a step of several micro-batches on a CPU), the layers keep each
+micro-batch's inputs (N, I) and output gradients (N, O) instead, and `flush()` makes each weight's
+gradient for the whole step at once: one matmul over all the step's tokens, added into .grad
+once. What is kept is bounded (`budget_bytes`); past it a layer's gradient is added at once.
+
+The forward pass is the same computation as F.linear under the same autocast (bit for bit);
+the weight gradients are the same sums in another order and rounding (one bf16 rounding of the
+step's sum instead of one per micro-batch, under bf16).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_BUDGET_BYTES = 1 << 30  # inputs and output gradients kept per step (BERT-base, 2 x 128 tokens: ~80 MB each)
+_active = None  # the open Deferred collection, or None
+
+
+def linear(x, weights: tuple, bias):
+    """x (..., I) through the stacked weights (O_i, I) and bias (sum O_i,) or None -> (..., sum O_i).
+
+    Deferred while a collection is open, gradients are on and every weight is trained; else F.linear."""
+    collection = _active
+    if (collection is None or not torch.is_grad_enabled() or not all(w.requires_grad for w in weights)
+            or not (x.requires_grad or (bias is not None and bias.requires_grad))):
+        return F.linear(x, weights[0] if len(weights) == 1 else torch.cat(weights), bias)
+    return _DeferredLinear.apply(x, bias, collection, weights)
+
+
+class Deferred:
+    """The weight gradients of the micro-batches of one step, made at `flush()`."""
+
+    def __init__(self, budget_bytes: int = _BUDGET_BYTES):
+        self.budget_bytes = budget_bytes
+        self.kept_bytes = 0
+        self._weights = {}  # key -> the stacked weights in the forward's dtype, made once per step
+        self._kept = {}  # key -> (weights, [inputs (N, I)], [output gradients (N, O)])
+
+    def __enter__(self):
+        global _active
+        _active = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _active
+        _active = None
+
+    def stacked(self, weights: tuple, dtype) -> torch.Tensor:
+        """(sum O_i, I) in `dtype`: concatenated and cast once per step (the weights change only
+        at the update, after flush)."""
+        key = tuple(map(id, weights))
+        if key not in self._weights:
+            weight = weights[0] if len(weights) == 1 else torch.cat(weights)
+            self._weights[key] = weight.to(dtype)
+        return self._weights[key]
+
+    def keep(self, weights: tuple, inputs, grads) -> None:
+        """Note one micro-batch's inputs (N, I) and output gradients (N, O) of a layer."""
+        size = inputs.numel() * inputs.element_size() + grads.numel() * grads.element_size()
+        if self.kept_bytes + size > self.budget_bytes:
+            _add_gradient(weights, grads, inputs)
+            return
+        entry = self._kept.setdefault(tuple(map(id, weights)), (weights, [], []))
+        entry[1].append(inputs.detach())
+        entry[2].append(grads.detach())
+        self.kept_bytes += size
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Add every kept layer's weight gradient into .grad; forget the step."""
+        for weights, inputs, grads in self._kept.values():
+            if len(inputs) == 1:
+                _add_gradient(weights, grads[0], inputs[0])
+            else:
+                _add_gradient(weights, torch.cat(grads), torch.cat(inputs))
+        self._kept.clear()
+        self._weights.clear()
+        self.kept_bytes = 0
+
+
+@torch.no_grad()
+def _add_gradient(weights: tuple, grads, inputs) -> None:
+    """.grad += grads^T inputs for the stacked weights: grads (N, sum O_i), inputs (N, I)."""
+    if len(weights) == 1 and weights[0].grad is not None and weights[0].grad.dtype == grads.dtype:
+        weights[0].grad.addmm_(grads.t(), inputs)  # fp32: accumulated by the matmul itself
+        return
+    total = grads.t() @ inputs  # (sum O_i, I) in the forward's dtype
+    for weight, part in zip(weights, total.split([w.shape[0] for w in weights])):
+        if weight.grad is None:
+            weight.grad = part.to(weight.dtype, memory_format=torch.contiguous_format)
+        else:
+            weight.grad.add_(part)
+
+
+class _DeferredLinear(torch.autograd.Function):
+    """F.linear whose weight gradient goes to the collection instead of autograd (the weights are
+    not inputs of the graph); the input's and the bias's gradients are autograd's as usual."""
+
+    @staticmethod
+    def forward(ctx, x, bias, collection: Deferred, weights: tuple):
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weights[0].dtype
+        weight = collection.stacked(weights, dtype)  # (O, I)
+        x = x.to(dtype)
+        with torch.autocast(device, enabled=False):  # the casts autocast would make, made above
+            out = F.linear(x, weight, None if bias is None else bias.to(dtype))
+        ctx.save_for_backward(x, weight)
+        ctx.collection, ctx.weights, ctx.has_bias = collection, weights, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output):  # (..., O)
+        x, weight = ctx.saved_tensors
+        grad_output = grad_output.to(weight.dtype)
+        flat = grad_output.reshape(-1, grad_output.shape[-1])  # (N, O)
+        ctx.collection.keep(ctx.weights, x.reshape(-1, x.shape[-1]), flat)
+        grad_bias = flat.sum(0) if ctx.has_bias else None
+        return grad_output @ weight, grad_bias, None, None
