@@ -101,3 +101,18 @@ def test_outside_a_collection_or_without_gradients_layers_are_plain_linear(preci
         with weight_grads.Deferred(), torch.no_grad():
             assert torch.equal(weight_grads.linear(x, (layer.weight,), layer.bias), expected)
     assert weight_grads._active is None
+
+
+def test_an_embedding_table_gets_autograds_rows_and_none_for_its_padding_row():
+    torch.manual_seed(0)
+    table = torch.nn.Parameter(torch.randn(7, 4))
+    ids = [torch.tensor([[1, 2, 2, 0], [3, 0, 1, 6]]), torch.tensor([[6, 6, 0, 5]])]  # repeats and padding (0)
+    with weight_grads.Deferred() as collection:
+        for batch in ids:
+            (weight_grads.embedding(batch, table, padding_idx=0) * torch.arange(4.0)).sum().backward()
+        assert table.grad is None  # deferred until the flush
+        collection.flush()
+    reference = torch.nn.Parameter(table.detach().clone())
+    for batch in ids:
+        (torch.nn.functional.embedding(batch, reference, padding_idx=0) * torch.arange(4.0)).sum().backward()
+    assert torch.equal(table.grad, reference.grad) and not table.grad[0].any()
