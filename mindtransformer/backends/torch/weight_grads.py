@@ -77,25 +77,25 @@ class Deferred:
 
     def keep(self, weights: tuple, inputs, grads) -> None:
         """Note one micro-batch's inputs (N, I) and output gradients (N, O) of a layer."""
-        size = inputs.numel() * inputs.element_size() + grads.numel() * grads.element_size()
-        if self.kept_bytes + size > self.budget_bytes:
+        if not self._fits(inputs, grads):
             _add_gradient(weights, grads, inputs)
             return
-        entry = self._kept.setdefault(tuple(map(id, weights)), (weights, [], []))
-        entry[1].append(inputs.detach())
-        entry[2].append(grads.detach())
-        self.kept_bytes += size
+        _append(self._kept, tuple(map(id, weights)), weights, inputs, grads)
 
     def keep_rows(self, weight, ids, grads) -> None:
         """Note one micro-batch's looked-up ids (N,) and their output gradients (N, H) of a table."""
-        size = ids.numel() * ids.element_size() + grads.numel() * grads.element_size()
-        if self.kept_bytes + size > self.budget_bytes:
+        if not self._fits(ids, grads):
             _add_rows(weight, ids, grads)
             return
-        entry = self._rows.setdefault(id(weight), (weight, [], []))
-        entry[1].append(ids.detach())
-        entry[2].append(grads.detach())
+        _append(self._rows, id(weight), weight, ids, grads)
+
+    def _fits(self, *tensors) -> bool:
+        """Whether keeping `tensors` stays within the budget; if so they are counted as kept."""
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        if self.kept_bytes + size > self.budget_bytes:
+            return False
         self.kept_bytes += size
+        return True
 
     @torch.no_grad()
     def flush(self) -> None:
@@ -113,6 +113,13 @@ class Deferred:
         self._rows.clear()
         self._weights.clear()
         self.kept_bytes = 0
+
+
+def _append(store: dict, key, owner, first, second) -> None:
+    """store[key] = (owner, [first, ...], [second, ...]), this micro-batch's pair appended."""
+    entry = store.setdefault(key, (owner, [], []))
+    entry[1].append(first.detach())
+    entry[2].append(second.detach())
 
 
 @torch.no_grad()
