@@ -45,6 +45,28 @@ def test_the_rate_given_to_step_is_the_rate_applied(backend, optimizer):
     assert moved[0] > 0 and moved[2] > 5 * moved[0]
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
+@pytest.mark.parametrize("limit", [1e-3, 1e3])  # every step clipped / none
+def test_torch_clipping_updates_as_clip_grad_norm_then_step(optimizer, limit):
+    """The fused AdamW gets the clip factor as its grad_scale instead of a pass over the gradients;
+    the update is torch's clip_grad_norm_ + step, to float rounding."""
+    import torch
+
+    engine = engine_for("torch", optimizer=optimizer, learning_rate=1e-2, clip_grad_norm=limit)
+    reference = engine_for("torch", optimizer=optimizer, learning_rate=1e-2, clip_grad_norm=0.0)  # same init
+    for step in range(3):
+        result = engine.step(1e-2, engine.forward_backward(batch(), 1.0), step)
+        reference.forward_backward(batch(), 1.0)
+        norm = float(torch.nn.utils.clip_grad_norm_(reference.parameters, limit))
+        reference.optimizer.step()
+        reference.optimizer.zero_grad(set_to_none=True)
+        assert result["grad_norm"] == pytest.approx(norm, rel=1e-5)
+        assert (norm > limit) == (limit < 1)
+    ours, theirs = engine.named_arrays(), reference.named_arrays()
+    assert max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours) < 1e-6
+    assert max(float(np.abs(ours[k] - before).max()) for k, before in engine_for("torch").named_arrays().items()) > 1e-3
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_step_with_a_non_finite_gradient_is_skipped_and_reported(backend):
     engine = engine_for(backend, learning_rate=1e-3)
