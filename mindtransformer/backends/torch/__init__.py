@@ -1,7 +1,17 @@
 """PyTorch binding of the backend interface (see mindtransformer/backends/__init__.py)."""
 
-import numpy as np
-import torch
+import os
+
+# oneDNN, which runs torch's bf16 matmuls on a CPU, keeps 1,024 compiled kernels (primitives) by
+# default. Fine-tuning on length-grouped batches meets dozens of batch lengths per epoch (50 in
+# an MRPC epoch), each needing about 20 kernels (forward, backward, attention), so the cache
+# overflowed and every epoch compiled them all again: MRPC's second epoch ran no faster than the
+# first (136 vs 138 examples/s), and 6-10 % faster with room for more (docs/benchmarks.md).
+# oneDNN reads this at its first use; a value set by the user wins.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from mindtransformer.backends.common import forward_tensors, no_decay
 from mindtransformer.backends.torch import nn, ops  # noqa: F401  (the interface)
