@@ -37,7 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import ROOT, cpu_model_name, load_average, seed_list  # noqa: E402
 
 GLUE = os.path.join(os.path.dirname(ROOT), "shared", "data", "glue")
-SETTINGS = {"max_seq": 128, "batch": 32, "lr": 3e-5, "weight_decay": 0.01}
+# adam_epsilon: HF TrainingArguments' default, which our trainer takes as a flag (its own default
+# is google's 1e-6).
+SETTINGS = {"max_seq": 128, "batch": 32, "lr": 3e-5, "weight_decay": 0.01, "adam_epsilon": 1e-8}
 CONFIGS = ("ours_torch", "ours_ms", "hf_best", "hf_default")
 PYTHON = sys.executable
 
@@ -46,7 +48,8 @@ def run_ours(backend: str, task: str, seed: int, epochs: int, model: str, out: s
     cmd = [PYTHON, "-m", "mindtransformer.trainer.trainer", "--auto_model=bert_glue", f"--task_name={task}",
            f"--data_dir={os.path.join(GLUE, task.upper())}", f"--init_from={model}", f"--backend={backend}",
            f"--seq_length={SETTINGS['max_seq']}", f"--global_batch_size={SETTINGS['batch']}",
-           f"--learning_rate={SETTINGS['lr']}", f"--weight_decay={SETTINGS['weight_decay']}", f"--epoch_size={epochs}",
+           f"--learning_rate={SETTINGS['lr']}", f"--weight_decay={SETTINGS['weight_decay']}",
+           f"--adam_epsilon={SETTINGS['adam_epsilon']}", f"--epoch_size={epochs}",
            "--precision=auto", f"--seed={seed}", f"--save_checkpoint_path={out}", "--save_checkpoint_steps=1000000",
            "--keep_checkpoint_max=1", "--log_steps=50"]
     if limit:
@@ -93,7 +96,8 @@ set_seed(args["seed"])
 model = AutoModelForSequenceClassification.from_pretrained(args["model"], num_labels=task.num_labels)
 targs = TrainingArguments(output_dir=args["out"], per_device_train_batch_size=args["batch"],
                           per_device_eval_batch_size=64, learning_rate=args["lr"], num_train_epochs=args["epochs"],
-                          weight_decay=args["weight_decay"], bf16=args["bf16"],
+                          weight_decay=args["weight_decay"], adam_epsilon=args["adam_epsilon"],
+                          bf16=args["bf16"],
                           train_sampling_strategy="group_by_length" if args["group"] else "random",
                           seed=args["seed"], save_strategy="no", eval_strategy="no", report_to=[],
                           logging_strategy="no", disable_tqdm=True, use_cpu=True)
@@ -117,7 +121,7 @@ def run_hf(best: bool, task: str, seed: int, epochs: int, model: str, out: str, 
     args = {"task": task, "model": model, "data_dir": os.path.join(GLUE, task.upper()), "seed": seed,
             "epochs": epochs, "bf16": best, "group": best, "out": out, "limit": limit,
             "max_seq": SETTINGS["max_seq"], "batch": SETTINGS["batch"], "lr": SETTINGS["lr"],
-            "weight_decay": SETTINGS["weight_decay"]}
+            "weight_decay": SETTINGS["weight_decay"], "adam_epsilon": SETTINGS["adam_epsilon"]}
     started = time.perf_counter()
     done = subprocess.run([PYTHON, "-c", HF_SCRIPT.format(root=ROOT), json.dumps(args)], capture_output=True,
                           text=True, cwd=ROOT)

@@ -73,7 +73,7 @@ def apply_to_settings(settings, world_size: int):
                                  f"{', '.join(sorted(OPTIMIZERS))} (a fallback must train the same way)")
         changes["optimizer"] = OPTIMIZERS[kind]
         params = optimizer.get("params", {})
-        for ours, theirs in (("learning_rate", "lr"), ("weight_decay", "weight_decay")):
+        for ours, theirs in (("learning_rate", "lr"), ("weight_decay", "weight_decay"), ("adam_epsilon", "eps")):
             if _given(params, theirs) is not None:
                 changes[ours] = float(params[theirs])
     scheduler = config.get("scheduler")

@@ -165,7 +165,7 @@ def make_engine(settings, model, world):
     to start) the plain one with the same settings and one warning."""
     s = settings
     options = dict(optimizer=s.optimizer, learning_rate=s.learning_rate, weight_decay=s.weight_decay,
-                   precision=effective_precision(s), device_target=s.device_target, num_threads=s.num_threads)
+                   adam_epsilon=s.adam_epsilon, precision=effective_precision(s), device_target=s.device_target, num_threads=s.num_threads)
     if s.deepspeed:
         from mindtransformer.trainer import deepspeed_config
 

@@ -109,6 +109,8 @@ class TrainSettings:
     lr_decay: str = _field("linear", "decay after warmup", ("linear", "polynomial", "constant"))
     lr_power: float = _field(1.0, "exponent of polynomial decay")
     weight_decay: float = _field(0.01, "decoupled weight decay (not on biases and LayerNorm)")
+    adam_epsilon: float = _field(1e-6, "epsilon of AdamW/LAMB/AdamWeightDecay (google's BERT and MindSpore use 1e-6, "
+                                 "HF Trainer 1e-8)")
     clip_grad_norm: float = _field(1.0, "clip the global gradient norm to this (0: off)")
     grad_accumulation_steps: int = _field(1, "micro-batches per optimizer step")
     precision: str = _field("fp32", "fp32; bf16 (autocast, CPU and GPU); fp16 (dynamic loss scaling, GPU); auto "
@@ -336,6 +338,8 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
         raise UserInputError("--precision=fp16 needs --device_target=GPU (dynamic loss scaling); use bf16 or fp32 on CPU")
     if s.warmup_steps < 0 or s.train_steps < 0 or s.learning_rate <= 0:
         raise UserInputError("--warmup_steps and --train_steps must be >= 0 and --learning_rate > 0")
+    if s.adam_epsilon <= 0:
+        raise UserInputError(f"--adam_epsilon={s.adam_epsilon}: it must be > 0 (1e-6 as in google's BERT, 1e-8 as in HF)")
     if s.backend == "torch" and s.optimizer == "adamweightdecay":
         raise UserInputError("--optimizer=adamweightdecay is MindSpore's; on torch use adamw or lamb")
     if s.auto_model == "bert" and not s.train_data_path:

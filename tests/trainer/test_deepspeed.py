@@ -53,12 +53,13 @@ def test_config_blocks_become_settings(tmp_path):
     path.write_text(json.dumps({
         "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2, "train_batch_size": "auto",
         "gradient_clipping": 0.5, "bf16": {"enabled": True}, "zero_optimization": {"stage": 1},
-        "optimizer": {"type": "AdamW", "params": {"lr": 5e-5, "weight_decay": "auto"}},
+        "optimizer": {"type": "AdamW", "params": {"lr": 5e-5, "weight_decay": "auto", "eps": 1e-8}},
         "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 10, "total_num_steps": 100}}}))
     settings = parse_settings([f"--deepspeed={path}", "--weight_decay=0.1"])
     new, config, taken = deepspeed_config.apply_to_settings(settings, world_size=2)
     assert (new.global_batch_size, new.grad_accumulation_steps, new.clip_grad_norm, new.precision) == (16, 2, 0.5, "bf16")
     assert (new.optimizer, new.learning_rate, new.weight_decay) == ("adamw", 5e-5, 0.1)  # "auto": the flag's
+    assert new.adam_epsilon == 1e-8
     assert (new.warmup_steps, new.train_steps, new.lr_decay) == (10, 100, "linear")
     assert ("learning_rate", 5e-5) in taken and not any(name == "weight_decay" for name, _ in taken)
     filled = deepspeed_config.filled_config(config, new, world_size=2)

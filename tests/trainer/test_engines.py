@@ -45,6 +45,26 @@ def test_the_rate_given_to_step_is_the_rate_applied(backend, optimizer):
     assert moved[0] > 0 and moved[2] > 5 * moved[0]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_adam_epsilon_is_the_one_in_the_first_update(backend):
+    """AdamW's first update is lr * g / (|g| + eps) (bias-corrected moments: m = g, v = g^2). From
+    the same start, the |g| that each of two epsilons implies must be the same gradient."""
+    rate, implied = 1e-2, []
+    for eps in (1e-3, 1e-2):
+        engine = engine_for(backend, learning_rate=rate, weight_decay=0.0, clip_grad_norm=0.0, adam_epsilon=eps)
+        before = engine.named_arrays()
+        engine.step(rate, engine.forward_backward(batch(), 1.0), 0)
+        ratio = {k: np.abs(v - before[k]).astype(np.float64) / rate for k, v in engine.named_arrays().items()}
+        implied.append({k: (eps * r / np.maximum(1 - r, 1e-12), r) for k, r in ratio.items()})
+    checked = 0
+    for name, (gradient, r) in implied[0].items():
+        other, r_other = implied[1][name]
+        usable = (r > 0.05) & (r < 0.95) & (r_other > 0.05) & (r_other < 0.95)  # both well conditioned
+        np.testing.assert_allclose(gradient[usable], other[usable], rtol=1e-2, err_msg=name)
+        checked += int(usable.sum())
+    assert checked > 100
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
 @pytest.mark.parametrize("limit", [1e-3, 1e3])  # every step clipped / none
 def test_torch_clipping_updates_as_clip_grad_norm_then_step(optimizer, limit):

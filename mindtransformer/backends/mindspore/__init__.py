@@ -84,7 +84,7 @@ def infer(model, inputs: dict) -> dict:
     return {k: to_numpy(v) for k, v in outputs.items()}
 
 
-def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0):
+def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0, eps: float = 1e-6):
     """adamw (bias-corrected, the same math as torch's), adamweightdecay (google's BERT optimizer,
     no bias correction) or lamb; decay off for biases and LayerNorm."""
 
@@ -94,12 +94,12 @@ def make_optimizer(model, name: str, learning_rate: float, weight_decay: float =
     rest = [p for p in params if no_decay(names[id(p)])]
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if name == "adamweightdecay":
-        return ms.nn.AdamWeightDecay(groups, learning_rate=learning_rate, eps=1e-6)
+        return ms.nn.AdamWeightDecay(groups, learning_rate=learning_rate, eps=eps)
     if name in ("adamw", "lamb"):
         from mindtransformer.backends.mindspore import optim
 
         kind = optim.AdamW if name == "adamw" else optim.Lamb
-        return kind(decay + rest, [weight_decay] * len(decay) + [0.0] * len(rest), learning_rate)
+        return kind(decay + rest, [weight_decay] * len(decay) + [0.0] * len(rest), learning_rate, eps=eps)
     raise ValueError(f"optimizer {name!r} is not available on mindspore")
 
 

@@ -58,7 +58,8 @@ def _scale(factor, gradient):
 
 class Engine:
     def __init__(self, model, world, optimizer: str = "adamw", learning_rate: float = 1e-4,
-                 weight_decay: float = 0.01, clip_grad_norm: float = 1.0, precision: str = "fp32",
+                 weight_decay: float = 0.01, adam_epsilon: float = 1e-6, clip_grad_norm: float = 1.0,
+                 precision: str = "fp32",
                  device_target: str = "CPU", num_threads: int = 0, jit: bool = True, seed: int = 0,
                  allreduce: str = "auto"):
         if precision == "bf16" and device_target == "CPU":
@@ -79,7 +80,7 @@ class Engine:
             self._all_reduce_op = ops.AllReduce()  # SUM: the only reduction CPU offers
             self._sum_over_ranks, transport = sum_over_ranks(world, allreduce, device_target)
             mpi.announce(world, transport, "mindspore.communication's AllReduce")
-        self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
+        self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay, adam_epsilon)
         self.parameters = list(self.optimizer.parameters)
         self.clip_grad_norm = clip_grad_norm
 

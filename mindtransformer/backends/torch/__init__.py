@@ -83,7 +83,7 @@ def infer(model, inputs: dict) -> dict:
     return {k: to_numpy(v) for k, v in outputs.items()}
 
 
-def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0):
+def make_optimizer(model, name: str, learning_rate: float, weight_decay: float = 0.0, eps: float = 1e-6):
     """adamw (torch.optim.AdamW, fused: one kernel for every parameter, ~6x faster than its default
     per-tensor loop on CPU) or lamb (backends/torch/optim.py); decay off for biases and LayerNorm."""
 
@@ -91,10 +91,10 @@ def make_optimizer(model, name: str, learning_rate: float, weight_decay: float =
     groups = [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": weight_decay},
               {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}]
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=learning_rate, eps=1e-6, fused=True)
+        return torch.optim.AdamW(groups, lr=learning_rate, eps=eps, fused=True)
     if name == "lamb":
         from mindtransformer.backends.torch.optim import Lamb
-        return Lamb(groups, lr=learning_rate, eps=1e-6)
+        return Lamb(groups, lr=learning_rate, eps=eps)
     raise ValueError(f"optimizer {name!r} is not available on torch")
 
 

@@ -26,7 +26,8 @@ from mindtransformer.errors import UserInputError
 
 class DeepSpeedEngine(Engine):
     def __init__(self, model, world, ds_config: dict, optimizer: str = "adamw", learning_rate: float = 1e-4,
-                 weight_decay: float = 0.01, precision: str = "fp32", device_target: str = "CPU",
+                 weight_decay: float = 0.01, adam_epsilon: float = 1e-6, precision: str = "fp32",
+                 device_target: str = "CPU",
                  num_threads: int = 0, **_):
         import deepspeed  # ImportError: the caller falls back to the plain engine
 
@@ -42,7 +43,8 @@ class DeepSpeedEngine(Engine):
         _join(world, "nccl" if self.device.type == "cuda" else "gloo")  # DeepSpeed joins this group
         self.ds_config = ds_config
         self.ds, self.optimizer, _, _ = deepspeed.initialize(
-            model=model.to(self.device), optimizer=make_optimizer(model, optimizer, learning_rate, weight_decay),
+            model=model.to(self.device), optimizer=make_optimizer(model, optimizer, learning_rate, weight_decay,
+                                                                  adam_epsilon),
             config=ds_config,
             model_parameters=[p for p in model.parameters() if p.requires_grad])
         self.model = model

@@ -24,7 +24,8 @@ from mindtransformer.utils.heap import keep_freed_blocks
 
 class Engine:
     def __init__(self, model, world, optimizer: str = "adamw", learning_rate: float = 1e-4,
-                 weight_decay: float = 0.01, clip_grad_norm: float = 1.0, precision: str = "fp32",
+                 weight_decay: float = 0.01, adam_epsilon: float = 1e-6, clip_grad_norm: float = 1.0,
+                 precision: str = "fp32",
                  device_target: str = "CPU", num_threads: int = 0, allreduce: str = "auto"):
         if num_threads:
             torch.set_num_threads(num_threads)
@@ -33,7 +34,7 @@ class Engine:
         if self.device.type == "cpu":
             keep_freed_blocks()  # large per-step tensors are not page-faulted in afresh every step
         self.model = model.to(self.device)
-        self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay)
+        self.optimizer = make_optimizer(model, optimizer, learning_rate, weight_decay, adam_epsilon)
         self.clip_grad_norm = clip_grad_norm
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
         # fp16 needs dynamic loss scaling. Users get fp16 on GPU only (settings.check refuses it on
