@@ -18,6 +18,7 @@ import glob
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 
 from mindtransformer.data import pretraining, records
@@ -82,7 +83,7 @@ def output_paths(spec: str, num_shards: int) -> list:
 _STATE = {}  # per process: the chunk tokenizer (with its word cache), the settings and the vocab facts
 
 
-def _init_worker(vocab_file, do_lower_case, settings, chinese_words, encode_tfrecords):
+def _init_worker(vocab_file, do_lower_case, settings, chinese_words, encode_tfrecords, scratch=None):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # --num_workers is the one parallelism knob
     from mindtransformer.data.tokenization import BertTokenizer
 
@@ -90,7 +91,7 @@ def _init_worker(vocab_file, do_lower_case, settings, chinese_words, encode_tfre
     if tokenizer.mask_token_id is None:
         raise UserInputError(f"{vocab_file}: the vocab has no [MASK] token; masked-LM records need one")
     _STATE.update(tokenizer=pretraining.ChunkTokenizer(tokenizer, chinese_words), settings=settings,
-                  encode_tfrecords=encode_tfrecords,
+                  encode_tfrecords=encode_tfrecords, scratch=scratch,
                   vocab_size=tokenizer.vocab_size,
                   special_ids={"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
                                "mask": tokenizer.mask_token_id})
@@ -99,7 +100,10 @@ def _init_worker(vocab_file, do_lower_case, settings, chinese_words, encode_tfre
 def _make(job):
     """One chunk's instances: (count, feature arrays, None); for TFRecord output (count, None,
     (data, offsets)) from tfrecord.encode_records, encoded here in the worker so that the parent
-    only writes and only bytes travel back; (0, None, None) if the chunk made nothing."""
+    only writes; (0, None, None) if the chunk made nothing. A worker process (a scratch directory
+    is set) writes the data to a file there and returns its path in place of the data: the parent
+    reads it with one read() instead of receiving it through the pool's pipe (pickled, sent in
+    pipe-sized pieces, gathered and unpickled: most of the parent's CPU time with 2 workers)."""
     chunk_index, documents = job
     tokens = pretraining.tokenize_documents(_STATE["tokenizer"], documents)
     arrays = pretraining.make_chunk(_STATE["settings"], chunk_index, tokens, _STATE["vocab_size"],
@@ -111,7 +115,24 @@ def _make(job):
         return count, arrays, None
     from mindtransformer.data.tfrecord import encode_records
 
-    return count, None, encode_records(arrays, records.DTYPES)
+    data, offsets = encode_records(arrays, records.DTYPES)
+    if _STATE["scratch"] is None:
+        return count, None, (data, offsets)
+    path = os.path.join(_STATE["scratch"], f"chunk-{chunk_index}")
+    with open(path, "wb") as f:
+        f.write(data)
+    return count, None, (path, offsets)
+
+
+def _collect(result):
+    """A worker's result with a chunk file's data read in (and the file removed)."""
+    count, arrays, framed = result
+    if framed is not None and isinstance(framed[0], str):
+        path, offsets = framed
+        with open(path, "rb") as f:
+            framed = (f.read(), offsets)
+        os.unlink(path)
+    return count, arrays, framed
 
 
 def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, encode_tfrecords=False):
@@ -130,14 +151,20 @@ def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, enco
     # caller imports MindSpore (MindRecord output) only after the first chunk came back.
     fork = "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork else "spawn")
-    with context.Pool(num_workers, initializer=None if fork else _init_worker, initargs=() if fork else init) as pool:
-        pending = collections.deque()
-        for job in jobs:
-            pending.append(pool.apply_async(_make, (job,)))
-            if len(pending) >= 2 * num_workers:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    with tempfile.TemporaryDirectory(prefix="mindtransformer-chunks-") as scratch:
+        _STATE["scratch"] = scratch if encode_tfrecords else None  # forked workers inherit it
+        try:
+            with context.Pool(num_workers, initializer=None if fork else _init_worker,
+                              initargs=() if fork else (*init, _STATE["scratch"])) as pool:
+                pending = collections.deque()
+                for job in jobs:
+                    pending.append(pool.apply_async(_make, (job,)))
+                    if len(pending) >= 2 * num_workers:
+                        yield _collect(pending.popleft().get())
+                while pending:
+                    yield _collect(pending.popleft().get())
+        finally:
+            _STATE["scratch"] = None
 
 
 def main(argv=None) -> int:
@@ -195,7 +222,7 @@ def main(argv=None) -> int:
             "do_lower_case": args.do_lower_case, "settings": dataclasses.asdict(settings),
             "inputs": [{"path": os.path.abspath(p), "bytes": os.path.getsize(p)} for p in paths],
             "shard": outputs.index(path), "num_shards": len(outputs), "total_count": total,
-            "sha256": records.file_sha256(path),
+            "sha256": writer.sha256(),
         })
     seconds = time.perf_counter() - start
     print(f"wrote {total} instances from {chunks} chunks to {len(outputs)} {args.output_format} file(s) "

@@ -102,6 +102,7 @@ class TFRecordWriter:
         self.dtypes = {name: dtype for name, (dtype, _) in lengths.items()}
         self._atomic = atomic_path(path)
         self._file = open(self._atomic.__enter__(), "wb")
+        self._digest = hashlib.sha256()  # of the bytes as written: no second pass over the file for the manifest
 
     def write(self, arrays: dict, rows: range, framed: tuple = None) -> None:
         """Append the rows of `arrays`; or, given `framed` = (data, offsets) of a whole chunk from
@@ -114,10 +115,16 @@ class TFRecordWriter:
             rows = range(len(rows))
         data, offsets = framed
         if rows.step == 1 and rows:  # a contiguous run (one shard): one slice
-            self._file.write(data[offsets[rows.start]:offsets[rows.stop]])
+            part = memoryview(data)[offsets[rows.start]:offsets[rows.stop]]
         else:
-            self._file.write(b"".join(data[offsets[row]:offsets[row + 1]] for row in rows))
+            part = b"".join(data[offsets[row]:offsets[row + 1]] for row in rows)
+        self._file.write(part)
+        self._digest.update(part)
         self.count += len(rows)
+
+    def sha256(self) -> str:
+        """The hex SHA-256 of the file as written."""
+        return self._digest.hexdigest()
 
     def close(self) -> None:
         self._file.close()
@@ -147,6 +154,10 @@ class MindRecordWriter:
         self._writer.set_header_size(1 << 20)
         schema = {name: {"type": dtype, "shape": [-1]} for name, (dtype, _) in lengths.items()}
         self._writer.add_schema(schema, "mindtransformer records")
+
+    def sha256(self) -> str:
+        """The hex SHA-256 of the data file (after close)."""
+        return file_sha256(self.path)
 
     def write(self, arrays: dict, rows: range, framed: tuple = None) -> None:
         rows = list(rows)

@@ -265,6 +265,25 @@ def test_containers_and_worker_counts_agree(made):
         assert tf1[name].dtype == ms1[name].dtype
         np.testing.assert_array_equal(tf1[name], ms1[name])
     assert sha256(made["tf1"]) == sha256(made["tf2"])  # 1 and 2 workers: the same bytes
+    for path in (made["tf1"], made["tf2"], made["ms1"]):  # each manifest names its file's hash
+        assert records.read_manifest(path)["sha256"] == sha256(path)
+
+
+def test_shards_are_the_same_from_one_and_two_workers(corpus, vocab_file, tmp_path):
+    """Round-robin over 3 shards, continued across chunks, whether chunks come from this process
+    or from workers (whose encoded chunks come back through files)."""
+    common = ["--input_file", ",".join(corpus), "--vocab_file", vocab_file, "--max_seq_length", str(MAX_SEQ),
+              "--max_predictions_per_seq", str(MAX_PRED), "--dupe_factor", "1", "--random_seed", "3",
+              "--sentences_per_chunk", "1500", "--num_shards", "3", "--quiet"]
+    made = {}
+    for workers in (1, 2):
+        name = str(tmp_path / f"w{workers}.tfrecord")
+        run_tool("create_pretraining_data.py", *common, "--output_file", name, "--num_workers", str(workers))
+        made[workers] = [f"{name}-{i:05d}-of-00003" for i in range(3)]
+    counts = [records.read_manifest(path)["count"] for path in made[1]]
+    assert max(counts) - min(counts) <= 1 and sum(counts) > 1000
+    for one, two in zip(made[1], made[2]):
+        assert sha256(one) == sha256(two) == records.read_manifest(two)["sha256"]
 
 
 def test_frameworks_read_our_files_directly(made):
