@@ -92,7 +92,8 @@ def run_config(records: str, work: str, backend: str, shape: str, precision: str
         command = ["bash", os.path.join(ROOT, "examples", "pretrain", "pretrain_bert_distributed.sh"), str(ranks),
                    hostfile, records, *flags]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-    result = {"backend": backend, "shape": shape, "precision": precision, "ranks": ranks, "batch": per_rank * ranks}
+    result = {"backend": backend, "shape": shape, "precision": precision, "ranks": ranks, "batch": per_rank * ranks,
+              "micro_batch": micro_batch, "micro_batches": accumulation}
     if done.returncode != 0:
         last = [line for line in done.stderr.splitlines() if line.strip()]
         return {**result, "error": (last[-1] if last else f"exit {done.returncode}")[:160]}
@@ -150,6 +151,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds={args.rounds}: must be >= 1")
+    if args.base_micro_batch < 0 or args.base_micro_batches < 0:
+        parser.error("--base_micro_batch and --base_micro_batches must be >= 0 (0: the default)")
     peaks = {dtype: matmul_peak(dtype) for dtype in ("fp32", "bf16")}
     print(f"cpu: {cpu_model_name()}, {os.cpu_count()} cores, load average {load_average()}")
     print(f"one-thread torch matmul peak: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s")

@@ -13,6 +13,7 @@ seed gives the same records whatever --num_workers, and memory stays flat as the
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import glob
 import multiprocessing
@@ -83,7 +84,7 @@ def output_paths(spec: str, num_shards: int) -> list:
 _STATE = {}  # per process: the chunk tokenizer (with its word cache), the settings and the vocab facts
 
 
-def _init_worker(vocab_file, do_lower_case, settings, chinese_words, encode_tfrecords, scratch=None):
+def _init_worker(vocab_file, do_lower_case, settings, chinese_words, encode_tfrecords):
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # --num_workers is the one parallelism knob
     from mindtransformer.data.tokenization import BertTokenizer
 
@@ -91,19 +92,19 @@ def _init_worker(vocab_file, do_lower_case, settings, chinese_words, encode_tfre
     if tokenizer.mask_token_id is None:
         raise UserInputError(f"{vocab_file}: the vocab has no [MASK] token; masked-LM records need one")
     _STATE.update(tokenizer=pretraining.ChunkTokenizer(tokenizer, chinese_words), settings=settings,
-                  encode_tfrecords=encode_tfrecords, scratch=scratch,
+                  encode_tfrecords=encode_tfrecords,
                   vocab_size=tokenizer.vocab_size,
                   special_ids={"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id,
                                "mask": tokenizer.mask_token_id})
 
 
-def _make(job):
+def _make(job, scratch=None):
     """One chunk's instances: (count, feature arrays, None); for TFRecord output (count, None,
     (data, offsets)) from tfrecord.encode_records, encoded here in the worker so that the parent
-    only writes; (0, None, None) if the chunk made nothing. A worker process (a scratch directory
-    is set) writes the data to a file there and returns its path in place of the data: the parent
-    reads it with one read() instead of receiving it through the pool's pipe (pickled, sent in
-    pipe-sized pieces, gathered and unpickled: most of the parent's CPU time with 2 workers)."""
+    only writes; (0, None, None) if the chunk made nothing. Given a `scratch` directory (workers
+    writing TFRecords), the data goes to a file there and its path comes back in its place: the
+    parent reads it with one read() instead of receiving it through the pool's pipe (pickled,
+    sent in pipe-sized pieces, gathered and unpickled: most of the parent's CPU time with 2 workers)."""
     chunk_index, documents = job
     tokens = pretraining.tokenize_documents(_STATE["tokenizer"], documents)
     arrays = pretraining.make_chunk(_STATE["settings"], chunk_index, tokens, _STATE["vocab_size"],
@@ -116,9 +117,9 @@ def _make(job):
     from mindtransformer.data.tfrecord import encode_records
 
     data, offsets = encode_records(arrays, records.DTYPES)
-    if _STATE["scratch"] is None:
+    if scratch is None:
         return count, None, (data, offsets)
-    path = os.path.join(_STATE["scratch"], f"chunk-{chunk_index}")
+    path = os.path.join(scratch, f"chunk-{chunk_index}")
     with open(path, "wb") as f:
         f.write(data)
     return count, None, (path, offsets)
@@ -135,9 +136,11 @@ def _collect(result):
     return count, arrays, framed
 
 
-def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, encode_tfrecords=False):
+def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, encode_tfrecords=False, scratch_dir=None):
     """Yield each chunk's instances in chunk order (see _make); at most 2 x workers chunks are in
-    flight, so memory does not grow with the corpus."""
+    flight, so memory does not grow with the corpus. Workers' encoded TFRecord chunks pass through
+    a hidden temporary directory in `scratch_dir` (the output's directory: it has room for them;
+    default the system's temporary directory), removed when the run ends or fails."""
     chinese_words = settings.do_whole_word_mask
     jobs = enumerate(pretraining.chunk_documents(pretraining.read_documents(paths), settings.sentences_per_chunk))
     init = (vocab_file, do_lower_case, settings, chinese_words, encode_tfrecords)
@@ -151,20 +154,20 @@ def make_instances(paths, vocab_file, do_lower_case, settings, num_workers, enco
     # caller imports MindSpore (MindRecord output) only after the first chunk came back.
     fork = "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork else "spawn")
-    with tempfile.TemporaryDirectory(prefix="mindtransformer-chunks-") as scratch:
-        _STATE["scratch"] = scratch if encode_tfrecords else None  # forked workers inherit it
-        try:
-            with context.Pool(num_workers, initializer=None if fork else _init_worker,
-                              initargs=() if fork else (*init, _STATE["scratch"])) as pool:
-                pending = collections.deque()
-                for job in jobs:
-                    pending.append(pool.apply_async(_make, (job,)))
-                    if len(pending) >= 2 * num_workers:
-                        yield _collect(pending.popleft().get())
-                while pending:
-                    yield _collect(pending.popleft().get())
-        finally:
-            _STATE["scratch"] = None
+    with contextlib.ExitStack() as cleanup:
+        scratch = None
+        if encode_tfrecords:
+            scratch = cleanup.enter_context(tempfile.TemporaryDirectory(
+                prefix=".mindtransformer-chunks-", dir=scratch_dir, ignore_cleanup_errors=True))
+        pool = cleanup.enter_context(context.Pool(num_workers, initializer=None if fork else _init_worker,
+                                                  initargs=() if fork else init))
+        pending = collections.deque()
+        for job in jobs:
+            pending.append(pool.apply_async(_make, (job, scratch)))
+            if len(pending) >= 2 * num_workers:
+                yield _collect(pending.popleft().get())
+        while pending:
+            yield _collect(pending.popleft().get())
 
 
 def main(argv=None) -> int:
@@ -185,13 +188,17 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
+    out_dir = os.path.dirname(os.path.abspath(outputs[0]))
+    os.makedirs(out_dir, exist_ok=True)  # the writers' directory, also the workers' scratch space
     start = time.perf_counter()
     writers = []  # opened with the first chunk: MindSpore's import comes after the workers' fork
     total, chunks, next_writer = 0, 0, 0
     try:
-        with tqdm(desc="instances", unit=" inst", disable=args.quiet, file=sys.stderr) as bar:
-            for n, arrays, framed in make_instances(paths, args.vocab_file, args.do_lower_case, settings,
-                                                    args.num_workers, args.output_format == "tfrecord"):
+        made = make_instances(paths, args.vocab_file, args.do_lower_case, settings, args.num_workers,
+                              args.output_format == "tfrecord", out_dir)
+        # closing(): on an error the workers stop and their scratch directory goes at once.
+        with tqdm(desc="instances", unit=" inst", disable=args.quiet, file=sys.stderr) as bar, contextlib.closing(made):
+            for n, arrays, framed in made:
                 chunks += 1
                 if not n:
                     continue

@@ -5,8 +5,8 @@ absent or failing to start) trains the same way:
 - the batch keys (`train_batch_size`, `train_micro_batch_size_per_gpu`,
   `gradient_accumulation_steps`) set --global_batch_size and --grad_accumulation_steps;
 - `gradient_clipping` sets --clip_grad_norm; `fp16.enabled` / `bf16.enabled` set --precision;
-- the optimizer block (Adam, AdamW, Lamb: `lr`, `weight_decay`) sets --optimizer,
-  --learning_rate, --weight_decay; the scheduler block (WarmupLR, WarmupDecayLR:
+- the optimizer block (Adam, AdamW, Lamb: `lr`, `weight_decay`, `eps`) sets --optimizer,
+  --learning_rate, --weight_decay, --adam_epsilon; the scheduler block (WarmupLR, WarmupDecayLR:
   `warmup_num_steps`, `warmup_max_lr`, `total_num_steps`) sets --warmup_steps and the decay.
 Values written "auto" (HF's convention), and keys left out, are filled from the flags instead.
 DeepSpeed then runs with the trainer's optimizer and learning-rate schedule built from those

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from typing import Optional
 
@@ -336,10 +337,11 @@ def check(settings: TrainSettings, world_size: int = 1) -> None:
                              f"x --grad_accumulation_steps={s.grad_accumulation_steps}; use a multiple of {per_step}")
     if s.precision == "fp16" and s.device_target == "CPU":
         raise UserInputError("--precision=fp16 needs --device_target=GPU (dynamic loss scaling); use bf16 or fp32 on CPU")
-    if s.warmup_steps < 0 or s.train_steps < 0 or s.learning_rate <= 0:
-        raise UserInputError("--warmup_steps and --train_steps must be >= 0 and --learning_rate > 0")
-    if s.adam_epsilon <= 0:
-        raise UserInputError(f"--adam_epsilon={s.adam_epsilon}: it must be > 0 (1e-6 as in google's BERT, 1e-8 as in HF)")
+    if s.warmup_steps < 0 or s.train_steps < 0 or not 0 < s.learning_rate < math.inf:
+        raise UserInputError("--warmup_steps and --train_steps must be >= 0 and --learning_rate a finite number > 0")
+    if not 0 < s.adam_epsilon < math.inf:
+        raise UserInputError(f"--adam_epsilon={s.adam_epsilon}: it must be a finite number > 0 "
+                             "(1e-6 as in google's BERT, 1e-8 as in HF)")
     if s.backend == "torch" and s.optimizer == "adamweightdecay":
         raise UserInputError("--optimizer=adamweightdecay is MindSpore's; on torch use adamw or lamb")
     if s.auto_model == "bert" and not s.train_data_path:

@@ -3,6 +3,7 @@ whole-word masking, both containers, worker-count independence, conversion, the 
 and bad input. The tools run as subprocesses (as users run them): TensorFlow and MindSpore then
 never share a process with the rest of the suite."""
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -374,22 +375,28 @@ def test_bad_input_is_one_line_and_leaves_nothing(tmp_path, vocab_file, corpus):
     assert sorted(os.listdir(tmp_path)) == ["blank.txt", "empty.txt"]  # no output, no temporary file
 
 
-def test_interrupted_run_leaves_no_complete_looking_file(tmp_path, vocab_file, corpus, monkeypatch):
+@pytest.mark.parametrize("output_format, workers", [("mindrecord", 1), ("tfrecord", 2)])
+def test_interrupted_run_leaves_no_complete_looking_file(tmp_path, vocab_file, corpus, monkeypatch, output_format,
+                                                         workers):
+    """Nothing is left: no record file, no temporary one, and (with workers) no scratch directory
+    with their encoded chunks, which lies beside the output."""
     from mindtransformer.data import create_pretraining_data as tool
 
     real = tool.make_instances
 
     def dies_after_two(*args, **kwargs):
-        for index, made in enumerate(real(*args, **kwargs)):
-            if index == 2:
-                raise KeyboardInterrupt
-            yield made
+        with contextlib.closing(real(*args, **kwargs)) as made:
+            for index, chunk in enumerate(made):
+                if index == 2:
+                    raise KeyboardInterrupt
+                yield chunk
 
     monkeypatch.setattr(tool, "make_instances", dies_after_two)
-    out = tmp_path / "x.mindrecord"
+    out = tmp_path / f"x.{output_format}"
     with pytest.raises(KeyboardInterrupt):
         tool.main(["--input_file", ",".join(corpus), "--output_file", str(out), "--vocab_file", vocab_file,
-                   "--output_format", "mindrecord", "--sentences_per_chunk", "500", "--dupe_factor", "1", "--quiet"])
+                   "--output_format", output_format, "--num_workers", str(workers), "--sentences_per_chunk", "500",
+                   "--dupe_factor", "1", "--quiet"])
     assert os.listdir(tmp_path) == []
 
 

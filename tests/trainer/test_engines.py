@@ -65,6 +65,45 @@ def test_adam_epsilon_is_the_one_in_the_first_update(backend):
     assert checked > 100
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_resumed_engine_steps_with_its_own_epsilon_and_weight_decay(backend, tmp_path):
+    """A checkpoint brings back the optimizer's moments; epsilon and weight decay are this run's
+    flags, as the rate is (torch's optimizer state also holds the saved run's values, which must
+    not win): engines resumed from one checkpoint step alike with the same flags, apart with others."""
+    options = dict(learning_rate=1e-2, clip_grad_norm=0.0)
+    engine = engine_for(backend, adam_epsilon=1e-6, weight_decay=0.0, **options)
+    engine.step(1e-2, engine.forward_backward(batch(), 1.0), 0)
+    state = engine.save(str(tmp_path))
+    moved = []
+    for eps, decay in ((1e-6, 0.0), (1e-6, 0.0), (1e-1, 0.0), (1e-6, 0.5)):
+        resumed = engine_for(backend, adam_epsilon=eps, weight_decay=decay, **options)
+        resumed.load(str(tmp_path), state)
+        before = resumed.named_arrays()
+        resumed.step(1e-2, resumed.forward_backward(batch(), 1.0), 1)
+        moved.append({k: v - before[k] for k, v in resumed.named_arrays().items()})
+    assert same_update(moved[0], moved[1])
+    assert not same_update(moved[0], moved[2]) and not same_update(moved[0], moved[3])
+
+
+@pytest.mark.parametrize("backend, optimizer", [("torch", "adamw"), ("torch", "lamb"), ("mindspore", "adamw"),
+                                                ("mindspore", "lamb"), ("mindspore", "adamweightdecay")])
+def test_every_optimizer_takes_the_epsilon_given(backend, optimizer):
+    """The same first step with the same epsilon, another with eps = 1 (g / (|g| + 1) instead of
+    about sign(g): LAMB's trust ratio rescales the update but keeps that direction)."""
+    moved = []
+    for eps in (1e-8, 1e-8, 1.0):
+        engine = engine_for(backend, optimizer=optimizer, learning_rate=1e-2, weight_decay=0.0, clip_grad_norm=0.0,
+                            adam_epsilon=eps)
+        before = engine.named_arrays()
+        engine.step(1e-2, engine.forward_backward(batch(), 1.0), 0)
+        moved.append({k: v - before[k] for k, v in engine.named_arrays().items()})
+    assert same_update(moved[0], moved[1]) and not same_update(moved[0], moved[2])
+
+
+def same_update(a: dict, b: dict) -> bool:
+    return all(np.allclose(a[k], b[k], rtol=1e-5, atol=1e-9) for k in a)
+
+
 @pytest.mark.parametrize("optimizer", ["adamw", "lamb"])
 @pytest.mark.parametrize("limit", [1e-3, 1e3])  # every step clipped / none
 def test_torch_clipping_updates_as_clip_grad_norm_then_step(optimizer, limit):

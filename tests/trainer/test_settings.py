@@ -68,7 +68,9 @@ def test_recipe_keys_are_flag_names_and_the_command_line_wins(tmp_path):
     ({"auto_model": "bert_squad", "dataset_format": "mindrecord", "eval_data_path": "/data/dev.json"}, 1,
      "pass the evaluation records made by generate_squad_mindrecord.py"),
     ({"auto_model": "bert_squad", "max_answer_length": 0}, 1, "--max_answer_length=0: must be >= 1"),
-    ({"adam_epsilon": 0.0}, 1, "--adam_epsilon=0.0: it must be > 0"),
+    ({"adam_epsilon": 0.0}, 1, "--adam_epsilon=0.0: it must be a finite number > 0"),
+    ({"adam_epsilon": float("nan")}, 1, "--adam_epsilon=nan: it must be a finite number > 0"),
+    ({"learning_rate": float("inf")}, 1, "--learning_rate a finite number > 0"),
     ({"auto_model": "bert_glue", "task_name": "rte", "data_dir": "/d", "dataset_format": "json"}, 1,
      "--dataset_format=json is for bert_squad"),
 ])

@@ -20,7 +20,7 @@ import os
 import torch
 
 from mindtransformer.backends.torch import make_optimizer, named_arrays
-from mindtransformer.backends.torch.train import Engine, _join
+from mindtransformer.backends.torch.train import Engine, _join, run_hyperparameters_kept
 from mindtransformer.errors import UserInputError
 
 
@@ -102,4 +102,5 @@ class DeepSpeedEngine(Engine):
             raise UserInputError(f"{directory}: a checkpoint of the plain trainer; resume it without --deepspeed "
                                  "(or start a new DeepSpeed run with --init_from on its final/ export)")
         root, tag = os.path.split(directory.rstrip("/"))
-        self.ds.load_checkpoint(root, tag=tag)
+        with run_hyperparameters_kept(self.optimizer):
+            self.ds.load_checkpoint(root, tag=tag)

@@ -190,7 +190,8 @@ class Engine:
         weights = load_file(os.path.join(directory, "model.safetensors"), device=str(self.device))
         self.model.load_state_dict(weights, strict=True)
         optimizer_state = torch.load(os.path.join(directory, "optimizer.pt"), map_location=self.device, weights_only=True)
-        self.optimizer.load_state_dict(optimizer_state)
+        with run_hyperparameters_kept(self.optimizer):
+            self.optimizer.load_state_dict(optimizer_state)
         if self.scaler and state.get("loss_scaler"):
             self.scaler.load_state_dict(state["loss_scaler"])
         rng_file = os.path.join(directory, f"rng-rank{self.world.rank}.pt")
@@ -203,6 +204,18 @@ class Engine:
 
     def named_arrays(self) -> dict:
         return named_arrays(self.model)
+
+
+@contextlib.contextmanager
+def run_hyperparameters_kept(optimizer):
+    """Loading an optimizer's state brings back the checkpoint's epsilon and weight decay per
+    parameter group; this run's flags (--adam_epsilon, --weight_decay) win instead, as on the
+    MindSpore backend, whose checkpoints hold only the moments, and as the learning rate, which
+    the schedule sets at every step."""
+    configured = [{k: group[k] for k in ("eps", "weight_decay") if k in group} for group in optimizer.param_groups]
+    yield
+    for group, values in zip(optimizer.param_groups, configured):
+        group.update(values)
 
 
 def _flat_gradient_views(parameters: list) -> torch.Tensor:
