@@ -4,11 +4,10 @@ A features object has `input_ids` and `segment_ids` (N arrays or lists (T_i,)), 
 `len()`, and `targets(indices) -> dict` (the labels the head takes: `labels`, or
 `start_positions` and `end_positions`; empty when the examples are unlabelled).
 
-- Training (`TrainBatches`): per epoch a seeded permutation; with `group_by_length` it is cut
-  into mega-batches of 50 batches, each sorted by length and cut into batches whose order is
-  then shuffled (HF's `group_by_length`, so a batch holds examples of similar length and pads
-  little). A batch is padded to its longest example, rounded up to `pad_multiple` (MindSpore's
-  compiled graph is built once per shape, so it gets few shapes). As in pretraining, batch m of
+- Training (`TrainBatches`): per epoch a seeded permutation; with `group_by_length` it is
+  regrouped as HF Trainer's `group_by_length` does (`length_grouped`), so a batch holds examples
+  of similar length and pads little. A batch is padded to its longest example, rounded up to
+  `pad_multiple` (MindSpore's compiled graph is built once per shape, so it gets few shapes). As in pretraining, batch m of
   the epoch goes to data-parallel rank m % W and only whole groups of W batches are dealt: W
   ranks see the batches one process with W times the accumulation sees.
 - Evaluation (`eval_batches`): example i goes to rank i % W, every example exactly once
@@ -23,7 +22,7 @@ from typing import Iterator, List, Sequence
 
 import numpy as np
 
-MEGA_BATCH = 50  # batches per length-sorted group (HF's LengthGroupedSampler uses 50)
+MEGA_BATCH = 50  # at most this many batches per length-sorted group (as HF's LengthGroupedSampler)
 
 
 def pad_batch(features, indices: Sequence[int], pad_multiple: int = 1, pad_to: int = 0) -> dict:
@@ -52,6 +51,24 @@ def pad_batch(features, indices: Sequence[int], pad_multiple: int = 1, pad_to: i
             **features.targets(np.asarray(indices))}
 
 
+def length_grouped(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarray:
+    """A permutation `order` (N,) regrouped as HF Trainer's `group_by_length` does
+    (`get_length_grouped_indices`): cut into mega-batches of k batches, k = min(N // (4 B), 50)
+    (at least 1: four mega-batches or more), each sorted longest first (ties keep their order);
+    the overall longest example then swaps places with the first one, so the first batch is the
+    largest (memory runs out at once if it will). Batches are consecutive slices of the result:
+    within a mega-batch they go from long to short, and their order is not shuffled further."""
+    order = np.array(order, copy=True)
+    mega = max(min(len(order) // (batch_size * 4), MEGA_BATCH), 1) * batch_size
+    starts = range(0, len(order), mega)
+    for start in starts:
+        part = order[start:start + mega]
+        order[start:start + mega] = part[np.argsort(-lengths[part], kind="stable")]
+    longest = max(starts, key=lambda start: (lengths[order[start]], -start))  # the first of equals, as argmax
+    order[0], order[longest] = order[longest], order[0]
+    return order
+
+
 class TrainBatches:
     """This rank's training batches of an epoch, from a position (see the module docstring)."""
 
@@ -72,16 +89,9 @@ class TrainBatches:
         n, size = len(self.features), self.batch_size
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
-        if not self.group_by_length:
-            return [order[i:i + size] for i in range(0, n, size)]
-        batches = []
-        for start in range(0, n, MEGA_BATCH * size):
-            mega = order[start:start + MEGA_BATCH * size]
-            mega = mega[np.argsort(-self.lengths[mega], kind="stable")]  # longest first
-            batches += [mega[i:i + size] for i in range(0, len(mega), size)]
-        if self.shuffle:  # mix long and short batches over the epoch
-            batches = [batches[i] for i in rng.permutation(len(batches))]
-        return batches
+        if self.group_by_length:
+            order = length_grouped(order, self.lengths, size)
+        return [order[i:i + size] for i in range(0, n, size)]
 
     def batches(self, epoch: int, skip: int = 0) -> Iterator[dict]:
         mine = self.epoch_batches(epoch)[self.rank::self.world_size][:self.batches_per_epoch]

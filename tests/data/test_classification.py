@@ -61,6 +61,23 @@ def test_an_epoch_holds_every_example_once_and_grouping_pads_less(rte):
     assert eight["input_ids"].shape[1] % 32 == 0
 
 
+@pytest.mark.parametrize("batch_size", [32, 8, 1000])
+def test_length_grouping_orders_as_hf_trainer(rte, batch_size):
+    """The same permutation regrouped by ours and by HF Trainer's get_length_grouped_indices
+    (group_by_length): the same order, on RTE's real lengths (many ties) and on distinct ones,
+    for 4-50 mega-batches (32, 8) and for one mega-batch of everything (1000)."""
+    torch = pytest.importorskip("torch")
+    trainer_utils = pytest.importorskip("transformers.trainer_pt_utils")
+    # RTE's lengths, and distinct ones: there the longest is in mega-batch 0 only by chance
+    for lengths in (rte[2].lengths, np.arange(len(rte[2].lengths))):
+        expected = trainer_utils.get_length_grouped_indices(lengths.tolist(), batch_size,
+                                                            generator=torch.Generator().manual_seed(5))
+        permutation = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(5)).numpy()
+        ours = batches.length_grouped(permutation, lengths, batch_size)
+        assert ours.tolist() == expected
+        assert lengths[ours[0]] == lengths.max() and sorted(ours.tolist()) == list(range(len(lengths)))
+
+
 def test_ranks_deal_the_batches_of_one_stream_and_resume_skips_exactly(rte):
     train = rte[2]
     one = batches.TrainBatches(train, 16, seed=1)
