@@ -65,7 +65,8 @@ def test_an_epoch_holds_every_example_once_and_grouping_pads_less(rte):
 def test_length_grouping_orders_as_hf_trainer(rte, batch_size):
     """The same permutation regrouped by ours and by HF Trainer's get_length_grouped_indices
     (group_by_length): the same order, on RTE's real lengths (many ties) and on distinct ones,
-    for 4-50 mega-batches (32, 8) and for one mega-batch of everything (1000)."""
+    with mega-batches of 19 and 50 batches (batch sizes 32 and 8) and of one batch (1,000: the
+    multiplier's floor)."""
     torch = pytest.importorskip("torch")
     trainer_utils = pytest.importorskip("transformers.trainer_pt_utils")
     # RTE's lengths, and distinct ones: there the longest is in mega-batch 0 only by chance
