@@ -7,9 +7,9 @@ A features object has `input_ids` and `segment_ids` (N arrays or lists (T_i,)), 
 - Training (`TrainBatches`): per epoch a seeded permutation; with `group_by_length` it is
   regrouped as HF Trainer's `group_by_length` does (`length_grouped`), so a batch holds examples
   of similar length and pads little. A batch is padded to its longest example, rounded up to
-  `pad_multiple` (MindSpore's compiled graph is built once per shape, so it gets few shapes). As in pretraining, batch m of
-  the epoch goes to data-parallel rank m % W and only whole groups of W batches are dealt: W
-  ranks see the batches one process with W times the accumulation sees.
+  `pad_multiple` (MindSpore's compiled graph is built once per shape, so it gets few shapes).
+  As in pretraining, batch m of the epoch goes to data-parallel rank m % W and only whole groups
+  of W batches are dealt: W ranks see the batches one process with W times the accumulation sees.
 - Evaluation (`eval_batches`): example i goes to rank i % W, every example exactly once
   (no dropped last batch), in batches sorted by length; the caller gathers by index.
 
@@ -54,17 +54,20 @@ def pad_batch(features, indices: Sequence[int], pad_multiple: int = 1, pad_to: i
 def length_grouped(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> np.ndarray:
     """A permutation `order` (N,) regrouped as HF Trainer's `group_by_length` does
     (`get_length_grouped_indices`): cut into mega-batches of k batches, k = min(N // (4 B), 50)
-    (at least 1: four mega-batches or more), each sorted longest first (ties keep their order);
-    the overall longest example then swaps places with the first one, so the first batch is the
-    largest (memory runs out at once if it will). Batches are consecutive slices of the result:
-    within a mega-batch they go from long to short, and their order is not shuffled further."""
+    and at least 1 (an epoch has four mega-batches or more), each sorted longest first (ties keep
+    their order); the overall longest example then swaps places with the first one, so the first
+    batch is the largest (memory runs out at once if it will). Batches are consecutive slices of
+    the result: within a mega-batch they go from long to short, not shuffled further."""
     order = np.array(order, copy=True)
+    if len(order) == 0:
+        return order
     mega = max(min(len(order) // (batch_size * 4), MEGA_BATCH), 1) * batch_size
     starts = range(0, len(order), mega)
     for start in starts:
         part = order[start:start + mega]
         order[start:start + mega] = part[np.argsort(-lengths[part], kind="stable")]
-    longest = max(starts, key=lambda start: (lengths[order[start]], -start))  # the first of equals, as argmax
+    # the mega-batch whose longest example is longest; the first of equals, as torch.argmax
+    longest = max(starts, key=lambda start: (lengths[order[start]], -start))
     order[0], order[longest] = order[longest], order[0]
     return order
 
