@@ -9,6 +9,8 @@ decay without warmup, dynamic padding. Configurations:
     ours_ms      the same with --backend=mindspore (fp32, GRAPH mode)
     hf_best      transformers.Trainer with bf16=True and group_by_length=True
     hf_default   transformers.Trainer with its defaults (fp32, no length grouping)
+    hf_ours_model  hf_best's Trainer driving our torch model (not a target: a diagnostic that
+                 tells whether a score gap between ours and hf_best comes from the model or the loop)
 
 Each configuration runs in its own process, one after the other (never two at once on this
 machine). Throughput = training examples processed / training wall time (HF: train_runtime;
@@ -40,7 +42,8 @@ GLUE = os.path.join(os.path.dirname(ROOT), "shared", "data", "glue")
 # adam_epsilon: HF TrainingArguments' default, which our trainer takes as a flag (its own default
 # is google's 1e-6).
 SETTINGS = {"max_seq": 128, "batch": 32, "lr": 3e-5, "weight_decay": 0.01, "adam_epsilon": 1e-8}
-CONFIGS = ("ours_torch", "ours_ms", "hf_best", "hf_default")
+CONFIGS = ("ours_torch", "ours_ms", "hf_best", "hf_default")  # the targets' runs, the default
+DIAGNOSTICS = ("hf_ours_model",)
 PYTHON = sys.executable
 
 
@@ -93,7 +96,18 @@ def dataset(name, limit=0):
              "attention_mask": enc["attention_mask"][i], "labels": int(labels[i])}} for i in range(len(examples))]
 train, dev = dataset("train.tsv", args["limit"]), dataset(task.dev_files[0])
 set_seed(args["seed"])
-model = AutoModelForSequenceClassification.from_pretrained(args["model"], num_labels=task.num_labels)
+if args["ours_model"]:
+    import types, torch, mindtransformer as mt
+    class OursForTrainer(torch.nn.Module):  # Trainer sets model.config.use_cache; ours' config is frozen
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config = inner, types.SimpleNamespace(use_cache=False)
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+            return self.inner(input_ids, attention_mask, token_type_ids, labels)  # {{"loss", "logits"}}
+    model = OursForTrainer(mt.from_pretrained(args["model"], task="sequence_classification", backend="torch",
+                                              num_labels=task.num_labels))
+else:
+    model = AutoModelForSequenceClassification.from_pretrained(args["model"], num_labels=task.num_labels)
 targs = TrainingArguments(output_dir=args["out"], per_device_train_batch_size=args["batch"],
                           per_device_eval_batch_size=64, learning_rate=args["lr"], num_train_epochs=args["epochs"],
                           weight_decay=args["weight_decay"], adam_epsilon=args["adam_epsilon"],
@@ -117,9 +131,10 @@ print(json.dumps({{"accuracy": accuracy_score(references, predicted),
 """
 
 
-def run_hf(best: bool, task: str, seed: int, epochs: int, model: str, out: str, limit: int) -> dict:
+def run_hf(best: bool, task: str, seed: int, epochs: int, model: str, out: str, limit: int,
+           ours_model: bool = False) -> dict:
     args = {"task": task, "model": model, "data_dir": os.path.join(GLUE, task.upper()), "seed": seed,
-            "epochs": epochs, "bf16": best, "group": best, "out": out, "limit": limit,
+            "epochs": epochs, "bf16": best, "group": best, "out": out, "limit": limit, "ours_model": ours_model,
             "max_seq": SETTINGS["max_seq"], "batch": SETTINGS["batch"], "lr": SETTINGS["lr"],
             "weight_decay": SETTINGS["weight_decay"], "adam_epsilon": SETTINGS["adam_epsilon"]}
     started = time.perf_counter()
@@ -164,13 +179,16 @@ def main() -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tasks", default="rte,mrpc")
     p.add_argument("--seeds", type=seed_list, default="0,1,2", help="comma-separated seeds")
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"some of {', '.join(CONFIGS)}")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"some of {', '.join(CONFIGS + DIAGNOSTICS)}")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max_train_examples", type=int, default=0, help="first N training examples only (0: all)")
     p.add_argument("--model_path", default=None, help="HF folder (default: the bundled MiniLM)")
     p.add_argument("--json_out", default="", help="append each run's result here as one JSON line")
     p.add_argument("--summarize", default="", help="only print the table of an earlier --json_out file")
     args = p.parse_args()
+    unknown = sorted(set(args.configs.split(",")) - set(CONFIGS + DIAGNOSTICS))
+    if unknown:
+        p.error(f"--configs: no configuration {', '.join(unknown)}; choose from {', '.join(CONFIGS + DIAGNOSTICS)}")
     if args.summarize:
         with open(args.summarize, encoding="utf-8") as f:
             print("\n".join(summarize([json.loads(line) for line in f if line.strip()])))
@@ -190,7 +208,8 @@ def main() -> int:
                         r = run_ours("torch" if config == "ours_torch" else "mindspore", task, seed, args.epochs,
                                      model, out, args.max_train_examples)
                     else:
-                        r = run_hf(config == "hf_best", task, seed, args.epochs, model, out, args.max_train_examples)
+                        r = run_hf(config != "hf_default", task, seed, args.epochs, model, out,
+                                   args.max_train_examples, ours_model=config == "hf_ours_model")
                 r.update(task=task, config=config, seed=seed, epochs=args.epochs, load_average=load_average())
                 results.append(r)
                 print(json.dumps(r), flush=True)

@@ -41,3 +41,10 @@ def test_throughput_ratios_are_taken_within_each_round():
     assert ratio_summary(results, two, one) == " 1.80x (median of 3 rounds; 1.50x-2.00x)"
     assert ratio_summary(results[:2], two, one) == " 1.50x"
     assert ratio_summary(results, ("mindspore", "tiny", "fp32", 2), one) == "  n/a"
+
+
+def test_an_unknown_glue_configuration_is_a_one_line_usage_error():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "glue.py"), "--configs", "ours_torch,ours_trch"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert "--configs: no configuration ours_trch; choose from" in done.stderr.strip().splitlines()[-1]
