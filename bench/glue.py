@@ -44,6 +44,7 @@ GLUE = os.path.join(os.path.dirname(ROOT), "shared", "data", "glue")
 SETTINGS = {"max_seq": 128, "batch": 32, "lr": 3e-5, "weight_decay": 0.01, "adam_epsilon": 1e-8}
 CONFIGS = ("ours_torch", "ours_ms", "hf_best", "hf_default")  # the targets' runs, the default
 DIAGNOSTICS = ("hf_ours_model",)
+KNOWN = CONFIGS + DIAGNOSTICS
 PYTHON = sys.executable
 
 
@@ -179,16 +180,16 @@ def main() -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tasks", default="rte,mrpc")
     p.add_argument("--seeds", type=seed_list, default="0,1,2", help="comma-separated seeds")
-    p.add_argument("--configs", default=",".join(CONFIGS), help=f"some of {', '.join(CONFIGS + DIAGNOSTICS)}")
+    p.add_argument("--configs", default=",".join(CONFIGS), help=f"some of {', '.join(KNOWN)}")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--max_train_examples", type=int, default=0, help="first N training examples only (0: all)")
     p.add_argument("--model_path", default=None, help="HF folder (default: the bundled MiniLM)")
     p.add_argument("--json_out", default="", help="append each run's result here as one JSON line")
     p.add_argument("--summarize", default="", help="only print the table of an earlier --json_out file")
     args = p.parse_args()
-    unknown = sorted(set(args.configs.split(",")) - set(CONFIGS + DIAGNOSTICS))
+    unknown = sorted(set(args.configs.split(",")) - set(KNOWN))
     if unknown:
-        p.error(f"--configs: no configuration {', '.join(unknown)}; choose from {', '.join(CONFIGS + DIAGNOSTICS)}")
+        p.error(f"--configs: no configuration {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
     if args.summarize:
         with open(args.summarize, encoding="utf-8") as f:
             print("\n".join(summarize([json.loads(line) for line in f if line.strip()])))
