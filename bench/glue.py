@@ -150,7 +150,10 @@ def run_hf(best: bool, task: str, seed: int, epochs: int, model: str, out: str, 
 
 
 def summarize(results: list) -> list:
-    """One line per (task, config): mean ± std of accuracy / F1 over seeds, median throughput."""
+    """One line per (task, config): mean ± std of accuracy / F1 over seeds, median throughput, and
+    Welch's t-test of the accuracies against hf_best's (scipy; does the gap exceed the seeds' noise?)."""
+    from scipy import stats
+
     lines, groups = [], {}
     for r in results:
         groups.setdefault((r["task"], r["config"]), []).append(r)
@@ -162,8 +165,15 @@ def summarize(results: list) -> list:
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{100 * statistics.mean(values):.1f} ± {100 * std:.1f}"
 
-    lines.append("| task | config | seeds | accuracy | F1 | examples/s (median) | vs hf_best | vs hf_default |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    def welch_p(runs, peer_runs):
+        ours, theirs = [r["accuracy"] for r in runs], [r["accuracy"] for r in peer_runs or ()]
+        if runs is peer_runs or len(ours) < 2 or len(theirs) < 2:
+            return "-"
+        return f"{stats.ttest_ind(ours, theirs, equal_var=False).pvalue:.3f}"
+
+    lines.append("| task | config | seeds | accuracy | F1 | examples/s (median) | vs hf_best | vs hf_default "
+                 "| accuracy vs hf_best: Welch p |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for (task, config), runs in sorted(groups.items()):
         speed = statistics.median(r["examples_per_s"] for r in runs)
         ratios = []
@@ -171,8 +181,21 @@ def summarize(results: list) -> list:
             other = groups.get((task, peer))
             ratios.append(f"{speed / statistics.median(r['examples_per_s'] for r in other):.2f}x" if other else "-")
         lines.append(f"| {task} | {config} | {len(runs)} | {mean_std([r['accuracy'] for r in runs])} | "
-                     f"{mean_std([r['f1'] for r in runs])} | {speed:.1f} | {ratios[0]} | {ratios[1]} |")
+                     f"{mean_std([r['f1'] for r in runs])} | {speed:.1f} | {ratios[0]} | {ratios[1]} | "
+                     f"{welch_p(runs, groups.get((task, 'hf_best')))} |")
     return lines
+
+
+def read_results(paths: str) -> list:
+    """The runs of comma-separated --json_out files; a (task, config, seed, epochs) run that is in
+    several files (the same run summarized twice) counts once, as its last line."""
+    runs = {}
+    for path in paths.split(","):
+        with open(path, encoding="utf-8") as f:
+            for line in filter(str.strip, f):
+                r = json.loads(line)
+                runs[(r["task"], r["config"], r["seed"], r.get("epochs"))] = r
+    return list(runs.values())
 
 
 def main() -> int:
@@ -185,14 +208,14 @@ def main() -> int:
     p.add_argument("--max_train_examples", type=int, default=0, help="first N training examples only (0: all)")
     p.add_argument("--model_path", default=None, help="HF folder (default: the bundled MiniLM)")
     p.add_argument("--json_out", default="", help="append each run's result here as one JSON line")
-    p.add_argument("--summarize", default="", help="only print the table of an earlier --json_out file")
+    p.add_argument("--summarize", default="",
+                   help="only print the table of earlier --json_out files (comma-separated; a run in several counts once)")
     args = p.parse_args()
     unknown = sorted(set(args.configs.split(",")) - set(KNOWN))
     if unknown:
         p.error(f"--configs: no configuration {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
     if args.summarize:
-        with open(args.summarize, encoding="utf-8") as f:
-            print("\n".join(summarize([json.loads(line) for line in f if line.strip()])))
+        print("\n".join(summarize(read_results(args.summarize))))
         return 0
     from mindtransformer.utils.bundled import minilm_path
 

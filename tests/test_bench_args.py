@@ -48,3 +48,31 @@ def test_an_unknown_glue_configuration_is_a_one_line_usage_error():
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2
     assert "--configs: no configuration ours_trch; choose from" in done.stderr.strip().splitlines()[-1]
+
+
+def test_glue_summary_reads_several_files_once_per_run_and_tests_the_gap(tmp_path):
+    """bench/glue.py --summarize a.jsonl,b.jsonl: a run in both files counts once (its last line);
+    the last column is Welch's t-test of the accuracies against hf_best's, scipy's own value."""
+    import json
+
+    from scipy import stats
+
+    from bench.glue import read_results, summarize
+
+    def run(config, seed, accuracy, rate=100.0):
+        return {"task": "rte", "config": config, "seed": seed, "epochs": 3, "accuracy": accuracy, "f1": None,
+                "examples_per_s": rate}
+
+    hf = [0.563, 0.592, 0.567, 0.574]
+    ours = [0.549, 0.560, 0.570, 0.542]
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text("".join(json.dumps(run("hf_best", s, a, 60.0)) + "\n" for s, a in enumerate(hf)))
+    # seed 0 of ours appears in both files: the second line (0.549) is the one that counts
+    second.write_text("".join(json.dumps(run("ours_torch", s, a)) + "\n" for s, a in [(0, 0.9)] + list(enumerate(ours))))
+    results = read_results(f"{first},{second}")
+    assert len(results) == 8
+    rows = {line.split(" | ")[1]: line for line in summarize(results)[2:]}
+    expected_p = stats.ttest_ind(ours, hf, equal_var=False).pvalue
+    assert rows["ours_torch"].endswith(f"| {expected_p:.3f} |") and 0.01 < expected_p < 0.2
+    assert "| 4 | 55.5 ± 1.2 |" in rows["ours_torch"] and "| 1.67x |" in rows["ours_torch"]
+    assert rows["hf_best"].endswith("| - |")  # not tested against itself
