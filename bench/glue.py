@@ -191,10 +191,17 @@ def read_results(paths: str) -> list:
     several files (the same run summarized twice) counts once, as its last line."""
     runs = {}
     for path in paths.split(","):
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such file; give the --json_out files of earlier runs")
         with open(path, encoding="utf-8") as f:
-            for line in filter(str.strip, f):
-                r = json.loads(line)
-                runs[(r["task"], r["config"], r["seed"], r.get("epochs"))] = r
+            for number, line in enumerate(f, 1):
+                try:
+                    r = json.loads(line) if line.strip() else None
+                    if r is not None:
+                        runs[(r["task"], r["config"], r["seed"], r.get("epochs"))] = r
+                except (ValueError, KeyError, TypeError):
+                    raise ValueError(f"{path}:{number}: not a run of bench/glue.py --json_out "
+                                     "(one JSON object with task, config, seed a line)") from None
     return list(runs.values())
 
 
@@ -215,7 +222,11 @@ def main() -> int:
     if unknown:
         p.error(f"--configs: no configuration {', '.join(unknown)}; choose from {', '.join(KNOWN)}")
     if args.summarize:
-        print("\n".join(summarize(read_results(args.summarize))))
+        try:
+            results = read_results(args.summarize)
+        except ValueError as error:
+            p.error(f"--summarize: {error}")
+        print("\n".join(summarize(results)))
         return 0
     from mindtransformer.utils.bundled import minilm_path
 

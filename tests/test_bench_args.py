@@ -76,3 +76,14 @@ def test_glue_summary_reads_several_files_once_per_run_and_tests_the_gap(tmp_pat
     assert rows["ours_torch"].endswith(f"| {expected_p:.3f} |") and 0.01 < expected_p < 0.2
     assert "| 4 | 55.5 ± 1.2 |" in rows["ours_torch"] and "| 1.67x |" in rows["ours_torch"]
     assert rows["hf_best"].endswith("| - |")  # not tested against itself
+
+
+def test_a_missing_or_foreign_glue_summary_file_is_a_one_line_usage_error(tmp_path):
+    foreign = tmp_path / "metrics.jsonl"
+    foreign.write_text('{"step": 1, "loss": 0.7}\n')
+    for path, message in ((tmp_path / "nothing.jsonl", "nothing.jsonl: no such file"),
+                          (foreign, "metrics.jsonl:1: not a run of bench/glue.py --json_out")):
+        done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "glue.py"), "--summarize", str(path)],
+                              capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 2
+        assert message in done.stderr.strip().splitlines()[-1]
