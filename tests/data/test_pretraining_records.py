@@ -103,12 +103,19 @@ def test_schema_dtypes_and_google_reader(made):
     assert manifest["vocab_sha256"] == sha256(manifest["vocab_file"]) and manifest["seed"] == 7
 
 
-def test_tfrecord_encoding_equals_tensorflows(made, tmp_path):
-    """Our Example encoder gives TensorFlow's deterministic bytes, on real records and on edge
-    values (0, 127/128 at varint boundaries, large ids, negative zero and tiny floats), and our
-    framing equals tf.io.TFRecordWriter's file."""
+@pytest.mark.parametrize("compiled", [True, False], ids=["c", "numpy"])
+def test_tfrecord_encoding_equals_tensorflows(made, tmp_path, compiled):
+    """Our Example encoders (the compiled one and the numpy fallback) give TensorFlow's
+    deterministic bytes, on real records and on edge values (0, 127/128 at varint boundaries,
+    large ids, negative zero and tiny floats), and our framing equals tf.io.TFRecordWriter's file."""
     tf = pytest.importorskip("tensorflow")
-    from mindtransformer.data.tfrecord import encode_records
+    if compiled:
+        pytest.importorskip("mindtransformer.data._records_c", reason="built without a C compiler")
+    from functools import partial
+
+    from mindtransformer.data import tfrecord
+
+    encode_records = partial(tfrecord.encode_records, compiled=compiled)
 
     dtypes = records.DTYPES
     real = {name: values[:30] for name, values in stacked(made["tf1"]).items()}
@@ -451,3 +458,12 @@ def test_more_bad_input_is_one_line(case, tmp_path, vocab_file):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and named in lines[0], done.stderr
     assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["c", "numpy"])
+def test_tfrecord_encoder_refuses_negative_ints(compiled):
+    """Both encoders write int64 as plain varints: a negative value is refused, not wrapped."""
+    from mindtransformer.data.tfrecord import encode_records
+
+    with pytest.raises(ValueError, match="negative"):
+        encode_records({"a": np.array([[1, -2]])}, {"a": "int64"}, compiled=compiled)
