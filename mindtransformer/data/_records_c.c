@@ -3,6 +3,9 @@
 Optional: setup.py builds it when a C compiler is there; without it the same functions run in
 numpy (tfrecord.py), more slowly, to the same bytes (the tests compare the two).
 
+build_instances: a chunk's packed segment ranges -> the padded feature arrays, with google's
+choice of the positions to mask (the random keys come from numpy, so both paths draw the same).
+
 encode_examples: serialized tf.train.Example protobufs of fixed-length int64 / float32 features,
 each optionally framed as a TFRecord (uint64 length, masked CRC-32C of it, data, masked CRC-32C
 of the data). The bytes equal TensorFlow's SerializeToString(deterministic=True) with the
@@ -228,11 +231,199 @@ done:
     return result;
 }
 
+/* ---- instances: padded arrays and the masked-LM choice -------------------------------------- */
+
+/* A buffer of an expected element format and shape; writable when asked. Returns 0 or -1 (error set). */
+static int get_array(PyObject *object, Py_buffer *view, const char *name, const char *formats, Py_ssize_t itemsize,
+                     int ndim, Py_ssize_t rows, Py_ssize_t cols, int writable) {
+    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    const char *format = view->format ? view->format : "B";
+    if (*format == '<' || *format == '=' || *format == '@') format++;
+    int ok = view->itemsize == itemsize && strlen(format) == 1 && strchr(formats, *format) && view->ndim == ndim &&
+             (rows < 0 || view->shape[0] == rows) && (ndim < 2 || cols < 0 || view->shape[1] == cols);
+    if (!ok) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: wrong dtype or shape", name);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct { double key; int32_t word; } Ranked;
+
+/* Binary heap on `key`; `max_heap` orders the largest first. */
+static void sift_down(Ranked *heap, Py_ssize_t size, Py_ssize_t i, int max_heap) {
+    for (;;) {
+        Py_ssize_t best = i, l = 2 * i + 1, r = l + 1;
+        if (l < size && (max_heap ? heap[l].key > heap[best].key : heap[l].key < heap[best].key)) best = l;
+        if (r < size && (max_heap ? heap[r].key > heap[best].key : heap[r].key < heap[best].key)) best = r;
+        if (best == i) return;
+        Ranked t = heap[i]; heap[i] = heap[best]; heap[best] = t;
+        i = best;
+    }
+}
+
+/* build_instances(ids, word_start, packed, keys, budget, whole_word, cls, sep,
+                   input_ids, segment_ids, input_mask, positions, labels, weights) -> total chosen
+
+   Per instance r with packed[r] = (a_begin, a_end, b_begin, b_end, label) token ranges of the
+   chunk's ids (K,) int32: input_ids (N, T) = [CLS] A [SEP] B [SEP] 0..., segment_ids and input_mask
+   (N, T) int64. The candidates are A's and B's tokens; words are single candidates, or with
+   whole_word runs that start at a candidate whose word_start (K,) bool is set (the first candidate
+   always starts one, as in google's loop). Word j of row r has the random key keys[r, j] (N, W);
+   google's greedy takes the words in ascending key order while the tokens taken plus the word's
+   length stay within budget[r], skipping a word that does not fit. The taken positions, ascending,
+   fill positions / labels (the original ids) (N, P) int64 and weights (N, P) float32, 0-padded.
+   input_ids are left unmasked: the 80/10/10 replacement needs draws made after this count. */
+static PyObject *build_instances(PyObject *self, PyObject *args) {
+    PyObject *o[14];
+    int whole_word;
+    long long cls, sep;
+    if (!PyArg_ParseTuple(args, "OOOOOpLLOOOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &whole_word, &cls, &sep,
+                          &o[8], &o[9], &o[10], &o[11], &o[12], &o[13]))
+        return NULL;
+    Py_buffer v[14];
+    int held[14] = {0};
+    PyObject *result = NULL;
+    Ranked *heap = NULL;
+    int32_t *word_len = NULL;
+    uint8_t *chosen = NULL;
+#define GET(i, name, formats, size, ndim, rows, cols, w) \
+    if (get_array(o[i], &v[i], name, formats, size, ndim, rows, cols, w) < 0) goto done; \
+    held[i] = 1;
+    GET(0, "ids", "i", 4, 1, -1, -1, 0)
+    Py_ssize_t tokens = v[0].shape[0];
+    GET(1, "word_start", "?", 1, 1, tokens, -1, 0)
+    GET(2, "packed", "ql", 8, 2, -1, 5, 0)
+    Py_ssize_t n = v[2].shape[0];
+    GET(3, "keys", "d", 8, 2, n, -1, 0)
+    Py_ssize_t w = v[3].shape[1];
+    GET(4, "budget", "ql", 8, 1, n, -1, 0)
+    GET(8, "input_ids", "ql", 8, 2, n, -1, 1)
+    Py_ssize_t t = v[8].shape[1];
+    GET(9, "segment_ids", "ql", 8, 2, n, t, 1)
+    GET(10, "input_mask", "ql", 8, 2, n, t, 1)
+    GET(11, "positions", "ql", 8, 2, n, -1, 1)
+    Py_ssize_t p = v[11].shape[1];
+    GET(12, "labels", "ql", 8, 2, n, p, 1)
+    GET(13, "weights", "f", 4, 2, n, p, 1)
+#undef GET
+    const int32_t *ids = v[0].buf;
+    const uint8_t *word_start = v[1].buf;
+    const int64_t *packed = v[2].buf;
+    const double *keys = v[3].buf;
+    const int64_t *budget = v[4].buf;
+    heap = PyMem_Malloc((t + 1) * sizeof(Ranked));
+    word_len = PyMem_Malloc((t + 1) * sizeof(int32_t));
+    chosen = PyMem_Malloc(t + 1);
+    if (!heap || !word_len || !chosen) { PyErr_NoMemory(); goto done; }
+    long long total = 0;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const int64_t *range = packed + 5 * r;
+        int64_t a0 = range[0], len_a = range[1] - range[0], b0 = range[2], len_b = range[3] - range[2];
+        int64_t length = len_a + len_b + 3;
+        if (len_a < 1 || len_b < 1 || length > t || a0 < 0 || b0 < 0 || range[1] > tokens || range[3] > tokens) {
+            PyErr_Format(PyExc_ValueError, "packed[%zd]: ranges outside the chunk or longer than %zd", r, t);
+            goto done;
+        }
+        int64_t *row_ids = (int64_t *)v[8].buf + r * t, *segment = (int64_t *)v[9].buf + r * t;
+        int64_t *mask = (int64_t *)v[10].buf + r * t;
+        row_ids[0] = cls;
+        for (int64_t i = 0; i < len_a; i++) row_ids[1 + i] = ids[a0 + i];
+        row_ids[len_a + 1] = sep;
+        for (int64_t i = 0; i < len_b; i++) row_ids[len_a + 2 + i] = ids[b0 + i];
+        row_ids[length - 1] = sep;
+        for (int64_t i = length; i < t; i++) row_ids[i] = 0;
+        for (int64_t i = 0; i < t; i++) {
+            segment[i] = i >= len_a + 2 && i < length;
+            mask[i] = i < length;
+        }
+        /* Words over the candidates c = 0 .. len_a + len_b - 1 (position c + 1 in A, c + 2 in B). */
+        int64_t candidates = len_a + len_b, words = 0;
+        for (int64_t c = 0; c < candidates; c++) {
+            int64_t token = c < len_a ? a0 + c : b0 + c - len_a;
+            if (!whole_word || c == 0 || word_start[token]) word_len[words++] = 0;
+            word_len[words - 1]++;
+        }
+        if (words > w) {
+            PyErr_Format(PyExc_ValueError, "keys: row %zd has %lld words, keys only %zd", r, (long long)words, w);
+            goto done;
+        }
+        const double *row_keys = keys + r * w;
+        int64_t limit = budget[r];
+        memset(chosen, 0, t);
+        /* taken[word] marks live in word_len's sign: a taken word's length is stored negated. */
+        if (!whole_word) {
+            /* Every word is one token: the min(budget, words) smallest keys, through a max-heap of them. */
+            Py_ssize_t size = 0;
+            for (int64_t j = 0; j < words; j++) {
+                if (size < limit) {
+                    heap[size].key = row_keys[j];
+                    heap[size].word = (int32_t)j;
+                    for (Py_ssize_t i = size++; i > 0 && heap[(i - 1) / 2].key < heap[i].key; i = (i - 1) / 2) {
+                        Ranked tmp = heap[i]; heap[i] = heap[(i - 1) / 2]; heap[(i - 1) / 2] = tmp;
+                    }
+                } else if (size && row_keys[j] < heap[0].key) {
+                    heap[0].key = row_keys[j];
+                    heap[0].word = (int32_t)j;
+                    sift_down(heap, size, 0, 1);
+                }
+            }
+            for (Py_ssize_t i = 0; i < size; i++) word_len[heap[i].word] = -1;
+        } else {
+            /* Ascending keys through a min-heap; a word is taken when it fits. */
+            for (int64_t j = 0; j < words; j++) { heap[j].key = row_keys[j]; heap[j].word = (int32_t)j; }
+            for (Py_ssize_t i = words / 2 - 1; i >= 0; i--) sift_down(heap, words, i, 0);
+            int64_t count = 0;
+            for (Py_ssize_t size = words; size && count < limit;) {
+                int32_t j = heap[0].word;
+                heap[0] = heap[--size];
+                sift_down(heap, size, 0, 0);
+                if (count + word_len[j] <= limit) { count += word_len[j]; word_len[j] = -word_len[j]; }
+            }
+        }
+        /* Mark the taken words' positions; then list them in ascending order. */
+        for (int64_t c = 0, j = -1, left = 0; c < candidates; c++) {
+            if (left == 0) { j++; left = word_len[j] < 0 ? -word_len[j] : word_len[j]; }
+            left--;
+            if (word_len[j] < 0) chosen[c < len_a ? c + 1 : c + 2] = 1;
+        }
+        int64_t *row_positions = (int64_t *)v[11].buf + r * p, *row_labels = (int64_t *)v[12].buf + r * p;
+        float *row_weights = (float *)v[13].buf + r * p;
+        Py_ssize_t slot = 0;
+        for (int64_t i = 1; i < length - 1; i++)
+            if (chosen[i]) {
+                if (slot == p) {
+                    PyErr_Format(PyExc_ValueError, "budget[%zd] = %lld exceeds the %zd prediction slots", r,
+                                 (long long)limit, p);
+                    goto done;
+                }
+                row_positions[slot] = i;
+                row_labels[slot] = row_ids[i];
+                row_weights[slot++] = 1.0f;
+            }
+        total += slot;
+        for (; slot < p; slot++) { row_positions[slot] = 0; row_labels[slot] = 0; row_weights[slot] = 0.0f; }
+    }
+    result = PyLong_FromLongLong(total);
+done:
+    for (int i = 0; i < 14; i++)
+        if (held[i]) PyBuffer_Release(&v[i]);
+    PyMem_Free(heap);
+    PyMem_Free(word_len);
+    PyMem_Free(chosen);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode_examples", encode_examples, METH_VARARGS,
      "encode_examples(features, rows, framed) -> (data, offsets): serialized tf.train.Examples of `rows` records, "
      "optionally TFRecord-framed. features: [(key bytes, is_float, (rows, L) int64/float32 array)] in key order; "
      "offsets: bytes of (rows + 1) int64, record i is data[offsets[i]:offsets[i + 1]]."},
+    {"build_instances", build_instances, METH_VARARGS,
+     "build_instances(ids, word_start, packed, keys, budget, whole_word, cls, sep, input_ids, segment_ids, input_mask, "
+     "positions, labels, weights) -> total chosen: fills the given arrays (see the C source)."},
     {NULL, NULL, 0, NULL},
 };
 

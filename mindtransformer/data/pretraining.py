@@ -36,6 +36,11 @@ import numpy as np
 
 from mindtransformer.errors import UserInputError
 
+try:
+    from mindtransformer.data import _records_c
+except ImportError:  # built without a C compiler: numpy does the same
+    _records_c = None
+
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
 
 
@@ -382,7 +387,7 @@ def assemble(chunk: TokenizedChunk, packed: np.ndarray, settings: PretrainingSet
 
 
 def choose_masked(candidate, word_start, lengths, settings: PretrainingSettings, rng: np.random.Generator):
-    """Boolean (N, T): the positions to predict.
+    """Boolean (N, T): the positions to predict (numpy; _records_c.build_instances does the same in C).
 
     google's procedure per instance: candidate words (a `##` piece or a continuing Chinese
     character joins the word before it, when whole-word masking is on; else every token is a
@@ -390,8 +395,7 @@ def choose_masked(candidate, word_start, lengths, settings: PretrainingSettings,
     budget min(P, max(1, round(len * masked_lm_prob))); a word that does not fit is skipped.
     """
     n, t = candidate.shape
-    budget = np.minimum(settings.max_predictions_per_seq,
-                        np.maximum(1, np.round(lengths * settings.masked_lm_prob).astype(np.int64)))
+    budget = _budgets(lengths, settings)
     if not settings.do_whole_word_mask:
         # Every word is one token: the greedy takes the `budget` smallest keys of a row, so a
         # partial sort finds them (same keys, same choice as the greedy below).
@@ -437,19 +441,24 @@ def choose_masked(candidate, word_start, lengths, settings: PretrainingSettings,
     return chosen
 
 
+def _replacements(originals, vocab_size: int, mask_id: int, rng: np.random.Generator):
+    """google's 80/10/10 for the chosen tokens' original ids (C,): [MASK], the same id, or a random
+    vocab id. Draws two uniforms per token, then the random ids."""
+    first, second = rng.random(len(originals)), rng.random(len(originals))
+    return np.where(first < 0.8, mask_id,
+                    np.where(second < 0.5, originals, rng.integers(0, vocab_size, len(originals))))
+
+
 def mask_tokens(ids, chosen, vocab_size: int, mask_id: int, settings: PretrainingSettings, rng: np.random.Generator):
-    """google's 80/10/10 at the chosen positions -> the masked_lm_* arrays and the masked ids.
+    """The chosen positions -> the masked_lm_* arrays and the masked ids (80/10/10).
 
     Returns input_ids (N, T), masked_lm_positions (N, P), masked_lm_ids (N, P),
     masked_lm_weights (N, P) float32; positions ascending, padded with 0 (weight 0)."""
     n, p = ids.shape[0], settings.max_predictions_per_seq
     rows, cols = np.nonzero(chosen)  # row-major: positions ascending within a row
     originals = ids[rows, cols]
-    first, second = rng.random(len(rows)), rng.random(len(rows))
-    replacement = np.where(first < 0.8, mask_id,
-                           np.where(second < 0.5, originals, rng.integers(0, vocab_size, len(rows))))
     masked = ids.copy()
-    masked[rows, cols] = replacement
+    masked[rows, cols] = _replacements(originals, vocab_size, mask_id, rng)
     slot = np.cumsum(chosen, axis=1)[rows, cols] - 1  # rank of each chosen position in its row
     positions = np.zeros((n, p), dtype=np.int64)
     labels = np.zeros((n, p), dtype=np.int64)
@@ -460,12 +469,52 @@ def mask_tokens(ids, chosen, vocab_size: int, mask_id: int, settings: Pretrainin
     return masked, positions, labels, weights
 
 
+def _budgets(lengths, settings: PretrainingSettings):
+    """Tokens to predict per instance (N,): min(P, max(1, round(len * masked_lm_prob)))."""
+    return np.minimum(settings.max_predictions_per_seq,
+                      np.maximum(1, np.round(lengths * settings.masked_lm_prob).astype(np.int64)))
+
+
+def _instances_numpy(chunk, packed, settings, vocab_size, special_ids, rng):
+    """make_chunk's arrays in numpy, vectorised over the chunk (the fallback of _instances_compiled)."""
+    ids, candidate, word_start, segment, lengths, labels = assemble(chunk, packed, settings, special_ids)
+    chosen = choose_masked(candidate, word_start, lengths, settings, rng)
+    input_ids, positions, masked_ids, weights = mask_tokens(ids, chosen, vocab_size, special_ids["mask"], settings,
+                                                            rng)
+    input_mask = (np.arange(settings.max_seq_length)[None, :] < lengths[:, None]).astype(np.int64)
+    return input_ids, input_mask, segment, positions, masked_ids, weights
+
+
+def _instances_compiled(chunk, packed, settings, vocab_size, special_ids, rng):
+    """The same arrays from the same random draws, one compiled pass per instance
+    (_records_c.build_instances) instead of numpy passes over (N, T) temporaries."""
+    n, t, p = len(packed), settings.max_seq_length, settings.max_predictions_per_seq
+    a_begin, a_end, b_begin, b_end = (packed[:, i] for i in range(4))
+    lengths = a_end - a_begin + b_end - b_begin + 3
+    if settings.do_whole_word_mask:  # words per instance: word starts, and the first token always opens one
+        starts = np.concatenate([[0], np.cumsum(chunk.word_start, dtype=np.int64)])  # (K + 1,)
+        words = starts[a_end] - starts[a_begin] + starts[b_end] - starts[b_begin] + ~chunk.word_start[a_begin]
+    else:
+        words = lengths - 3
+    keys = rng.random((n, int(words.max())))  # (N, W): as choose_masked draws them
+    input_ids, segment, input_mask = (np.empty((n, t), np.int64) for _ in range(3))
+    positions, masked_ids, weights = np.empty((n, p), np.int64), np.empty((n, p), np.int64), np.empty((n, p), np.float32)
+    _records_c.build_instances(chunk.ids, chunk.word_start, packed, keys, _budgets(lengths, settings),
+                               settings.do_whole_word_mask, special_ids["cls"], special_ids["sep"],
+                               input_ids, segment, input_mask, positions, masked_ids, weights)
+    taken = weights > 0  # (N, P): row-major, positions ascending, as np.nonzero(chosen)
+    rows, cols = np.nonzero(taken)[0], positions[taken]
+    input_ids[rows, cols] = _replacements(masked_ids[taken], vocab_size, special_ids["mask"], rng)
+    return input_ids, input_mask, segment, positions, masked_ids, weights
+
+
 def make_chunk(settings: PretrainingSettings, chunk_index: int, chunk: TokenizedChunk, vocab_size: int,
-               special_ids: dict) -> Optional[dict]:
+               special_ids: dict, compiled: bool = True) -> Optional[dict]:
     """All instances of one tokenized chunk as google's features (numpy arrays), or None.
 
     input_ids, input_mask, segment_ids (N, T) int64; masked_lm_positions, masked_lm_ids (N, P)
-    int64; masked_lm_weights (N, P) float32; next_sentence_labels (N, 1) int64."""
+    int64; masked_lm_weights (N, P) float32; next_sentence_labels (N, 1) int64.
+    compiled: build the arrays in C when it was built (False: numpy; the same arrays)."""
     rng = random.Random(f"{settings.random_seed}/{chunk_index}")  # str seeds hash the same in every process
     np_rng = np.random.default_rng([settings.random_seed, chunk_index])
     starts = chunk.sentence_starts.tolist()  # bisect and indexing on a list: ~10x numpy's per-call cost
@@ -479,12 +528,10 @@ def make_chunk(settings: PretrainingSettings, chunk_index: int, chunk: Tokenized
     if not packed:
         return None
     rng.shuffle(packed)
-    ids, candidate, word_start, segment, lengths, labels = assemble(chunk, np.array(packed, dtype=np.int64),
-                                                                    settings, special_ids)
-    chosen = choose_masked(candidate, word_start, lengths, settings, np_rng)
-    input_ids, positions, masked_ids, weights = mask_tokens(ids, chosen, vocab_size, special_ids["mask"],
-                                                            settings, np_rng)
-    input_mask = (np.arange(settings.max_seq_length)[None, :] < lengths[:, None]).astype(np.int64)
+    packed = np.array(packed, dtype=np.int64)  # (N, 5)
+    build = _instances_compiled if compiled and _records_c is not None else _instances_numpy
+    input_ids, input_mask, segment, positions, masked_ids, weights = build(chunk, packed, settings, vocab_size,
+                                                                           special_ids, np_rng)
     return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment,
             "masked_lm_positions": positions, "masked_lm_ids": masked_ids, "masked_lm_weights": weights,
-            "next_sentence_labels": labels[:, None]}
+            "next_sentence_labels": packed[:, 4:5].copy()}

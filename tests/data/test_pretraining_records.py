@@ -159,6 +159,31 @@ def test_fast_tokenization_equals_tokenizers(corpus, vocab_file, monkeypatch):
             np.testing.assert_array_equal(word_start, ~chunk_tokenizer.is_piece[ids])
 
 
+@pytest.mark.parametrize("whole_word", [False, True], ids=["tokens", "whole_words"])
+@pytest.mark.parametrize("max_seq", [128, 24])
+def test_compiled_instances_equal_numpys(corpus, vocab_file, whole_word, max_seq):
+    """The compiled instance builder gives the numpy path's arrays, value for value, from the same
+    draws: on real chunks, with and without whole-word masking, long and short sequences."""
+    pytest.importorskip("mindtransformer.data._records_c", reason="built without a C compiler")
+    from mindtransformer.data import pretraining
+
+    tokenizer = BertTokenizer(vocab_file, do_lower_case=True)
+    chunk_tokenizer = ChunkTokenizer(tokenizer, chinese_words=False)
+    special = {"cls": tokenizer.cls_token_id, "sep": tokenizer.sep_token_id, "mask": tokenizer.mask_token_id}
+    settings = pretraining.PretrainingSettings(max_seq_length=max_seq, max_predictions_per_seq=7 if max_seq < 64 else 20,
+                                               dupe_factor=2, do_whole_word_mask=whole_word)
+    chunks = pretraining.chunk_documents(read_documents(corpus), 1500)
+    for index, documents in zip(range(4), chunks):
+        tokens = pretraining.tokenize_documents(chunk_tokenizer, documents)
+        compiled, numpy = (pretraining.make_chunk(settings, index, tokens, tokenizer.vocab_size, special, compiled=c)
+                           for c in (True, False))
+        assert compiled.keys() == numpy.keys()
+        for name in numpy:
+            assert compiled[name].dtype == numpy[name].dtype, name
+            np.testing.assert_array_equal(compiled[name], numpy[name], err_msg=name)
+        assert (numpy["masked_lm_weights"] > 0).sum() > 0
+
+
 def test_truncation_cuts_the_sides_as_googles_loop_with_fair_coins_for_front_or_back():
     """Per side, the cut counts equal google's truncate_seq_pair loop (one token at a time from the
     longer side, B on a tie) for every length pair; the front/back choice of each cut is a fair
