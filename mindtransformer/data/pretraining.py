@@ -122,17 +122,24 @@ _MAX_WORD_CHARS = 100  # WordPiece's max_input_chars_per_word: a longer word is 
 _WORD_CACHE_LIMIT = 250_000  # distinct words cached per process (tens of MB); past it the cache starts again
 
 
-class _WordRows(dict):
-    """word -> row of the piece table; an unseen word gets the next row and is noted in `new`."""
+class _RegexWordRows(dict):
+    """word -> row of the piece table: _records_c.WordTable's interface in Python (the fallback)."""
 
     def __init__(self):
         super().__init__({"\n": 0})  # row 0: the line end between sentences, no pieces
-        self.new = []
+        self._new = []
 
     def __missing__(self, word):
         row = self[word] = len(self)
-        self.new.append(word)
+        self._new.append(word)
         return row
+
+    def rows(self, text: str):
+        """(bytes of the (W,) int64 rows of text's words, the words unseen before, in order)."""
+        words = _WORDS.findall(text)
+        rows = np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
+        new, self._new = self._new, []
+        return rows.tobytes(), new
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +160,8 @@ class ChunkTokenizer:
 
     Fast path, for the sentences BERT's normaliser turns into ASCII plus the punctuation above
     (accents stripped when the model lower-cases) with no control character and no special token:
-    one regex splits the words and each distinct word is WordPiece'd once per process (words
+    the words are split (by _records_c.WordTable in C when it was built, else by a regex and a dict:
+    the same rows) and each distinct word is WordPiece'd once per process (words
     repeat: a chunk of the enwiki excerpt has ~50k words, 2-4k of them unseen by earlier chunks;
     half of all distinct words are vocab entries, their own one id).
     Every other sentence (CJK, Greek, symbols, ...) goes through `tokenizers` as a whole. The tests
@@ -163,7 +171,8 @@ class ChunkTokenizer:
     inside a segmenter word that began earlier (BERT-wwm's rule for Chinese).
     """
 
-    def __init__(self, tokenizer, chinese_words: bool):
+    def __init__(self, tokenizer, chinese_words: bool, compiled: bool = True):
+        self.compiled = compiled  # the word cache in C when it was built (False: a dict; the same ids)
         self._fast = tokenizer._tokenizer
         self._fast.no_truncation()
         self._fast.no_padding()
@@ -189,7 +198,7 @@ class ChunkTokenizer:
             self.segmenter = jieba
 
     def _clear_cache(self):
-        self._word_rows = _WordRows()
+        self._word_rows = _records_c.WordTable() if _records_c is not None and self.compiled else _RegexWordRows()
         self._pieces = np.zeros(0, dtype=np.int32)  # WordPiece ids of the cached words, back to back
         # (words + 1,): word r's ids are pieces[starts[r]:starts[r + 1]]; row 0 (line end) has none
         self._piece_starts = np.zeros(2, dtype=np.int64)
@@ -235,17 +244,16 @@ class ChunkTokenizer:
         for row in slow_rows:
             forms[row] = ""
         text = "\n".join(forms)
-        words = _WORDS.findall(text.lower() if self._lowercase else text)
         # Every word -> its row of the piece table (new words get rows), then all pieces gathered
         # at once. W words (line ends included), S sentences.
-        rows = np.fromiter(map(self._word_rows.__getitem__, words), dtype=np.int64, count=len(words))  # (W,)
-        if self._word_rows.new:
-            self._add_pieces(self._word_rows.new)
-            self._word_rows.new = []
+        rows, new = self._word_rows.rows(text.lower() if self._lowercase else text)
+        rows = np.frombuffer(rows, dtype=np.int64)  # (W,)
+        if new:
+            self._add_pieces(new)
         piece_counts = self._piece_starts[rows + 1] - self._piece_starts[rows]  # (W,)
         token_ends = np.cumsum(piece_counts)
         ids = self._pieces[np.repeat(self._piece_starts[rows] - token_ends + piece_counts, piece_counts)
-                           + np.arange(token_ends[-1] if len(words) else 0)]
+                           + np.arange(token_ends[-1] if len(rows) else 0)]
         bounds = np.concatenate([[0], token_ends[rows == 0], [len(ids)]])  # (S + 1,): line ends split sentences
         counts = np.diff(bounds)
         if not slow_rows:

@@ -136,11 +136,15 @@ def test_tfrecord_encoding_equals_tensorflows(made, tmp_path, compiled):
         assert encode_records(arrays, dtypes)[0] == (tmp_path / "tf.tfrecord").read_bytes()
 
 
-def test_fast_tokenization_equals_tokenizers(corpus, vocab_file, monkeypatch):
-    """The chunk tokenizer's fast path (regex words + a word cache) gives `tokenizers`' ids on the
-    real corpus and on text that must leave it (accents, CJK, controls, special tokens, long
-    words), cased and uncased, also when its word cache starts again between calls."""
+@pytest.mark.parametrize("compiled", [True, False], ids=["c", "regex"])
+def test_fast_tokenization_equals_tokenizers(corpus, vocab_file, monkeypatch, compiled):
+    """The chunk tokenizer's fast path (words split in C or by a regex, and a word cache) gives
+    `tokenizers`' ids on the real corpus and on text that must leave it (accents, CJK, controls,
+    special tokens, long words), cased and uncased, also when its word cache starts again between calls."""
     from mindtransformer.data import pretraining
+
+    if compiled:
+        pytest.importorskip("mindtransformer.data._records_c", reason="built without a C compiler")
 
     monkeypatch.setattr(pretraining, "_WORD_CACHE_LIMIT", 2000)
     sentences = [sentence for document in read_documents(corpus) for sentence in document]
@@ -150,7 +154,7 @@ def test_fast_tokenization_equals_tokenizers(corpus, vocab_file, monkeypatch):
              "a_b-c.d", "Combining e\u0301 and o\u0308", "\u037e question", "UPPER lower MiXeD 123abc"]
     for lower in (True, False):
         tokenizer = BertTokenizer(vocab_file, do_lower_case=lower)
-        chunk_tokenizer = ChunkTokenizer(tokenizer, chinese_words=False)
+        chunk_tokenizer = ChunkTokenizer(tokenizer, chinese_words=False, compiled=compiled)
         for batch in (sentences[:4000], edges, sentences[4000:8000] + edges):
             ids, word_start, counts = chunk_tokenizer(batch)
             theirs = [e.ids for e in tokenizer._tokenizer.encode_batch(batch, add_special_tokens=False)]
