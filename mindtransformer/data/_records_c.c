@@ -256,17 +256,21 @@ static int get_array(PyObject *object, Py_buffer *view, const char *name, const 
 
 typedef struct { double key; int32_t word; } Ranked;
 
-/* Binary heap on `key`; `max_heap` orders the largest first. */
-static void sift_down(Ranked *heap, Py_ssize_t size, Py_ssize_t i, int max_heap) {
-    for (;;) {
-        Py_ssize_t best = i, l = 2 * i + 1, r = l + 1;
-        if (l < size && (max_heap ? heap[l].key > heap[best].key : heap[l].key < heap[best].key)) best = l;
-        if (r < size && (max_heap ? heap[r].key > heap[best].key : heap[r].key < heap[best].key)) best = r;
-        if (best == i) return;
-        Ranked t = heap[i]; heap[i] = heap[best]; heap[best] = t;
-        i = best;
+/* Binary heaps on `key`: the largest first (sift_down_max) or the smallest (sift_down_min). */
+#define SIFT_DOWN(name, before)                                                          \
+    static inline void name(Ranked *heap, Py_ssize_t size, Py_ssize_t i) {               \
+        Ranked item = heap[i];                                                           \
+        for (Py_ssize_t child; (child = 2 * i + 1) < size; i = child) {                  \
+            if (child + 1 < size && before(heap[child + 1].key, heap[child].key)) child++; \
+            if (!before(heap[child].key, item.key)) break;                               \
+            heap[i] = heap[child];                                                       \
+        }                                                                                \
+        heap[i] = item;                                                                  \
     }
-}
+#define GREATER(a, b) ((a) > (b))
+#define LESS(a, b) ((a) < (b))
+SIFT_DOWN(sift_down_max, GREATER)
+SIFT_DOWN(sift_down_min, LESS)
 
 /* build_instances(ids, word_start, packed, keys, budget, whole_word, cls, sep,
                    input_ids, segment_ids, input_mask, positions, labels, weights) -> total chosen
@@ -291,8 +295,7 @@ static PyObject *build_instances(PyObject *self, PyObject *args) {
     int held[14] = {0};
     PyObject *result = NULL;
     Ranked *heap = NULL;
-    int32_t *word_len = NULL;
-    uint8_t *chosen = NULL;
+    int32_t *word_len = NULL, *word_first = NULL;
 #define GET(i, name, formats, size, ndim, rows, cols, w) \
     if (get_array(o[i], &v[i], name, formats, size, ndim, rows, cols, w) < 0) goto done; \
     held[i] = 1;
@@ -320,8 +323,8 @@ static PyObject *build_instances(PyObject *self, PyObject *args) {
     const int64_t *budget = v[4].buf;
     heap = PyMem_Malloc((t + 1) * sizeof(Ranked));
     word_len = PyMem_Malloc((t + 1) * sizeof(int32_t));
-    chosen = PyMem_Malloc(t + 1);
-    if (!heap || !word_len || !chosen) { PyErr_NoMemory(); goto done; }
+    word_first = PyMem_Malloc((t + 1) * sizeof(int32_t));
+    if (!heap || !word_len || !word_first) { PyErr_NoMemory(); goto done; }
     long long total = 0;
     for (Py_ssize_t r = 0; r < n; r++) {
         const int64_t *range = packed + 5 * r;
@@ -339,74 +342,94 @@ static PyObject *build_instances(PyObject *self, PyObject *args) {
         for (int64_t i = 0; i < len_b; i++) row_ids[len_a + 2 + i] = ids[b0 + i];
         row_ids[length - 1] = sep;
         for (int64_t i = length; i < t; i++) row_ids[i] = 0;
-        for (int64_t i = 0; i < t; i++) {
-            segment[i] = i >= len_a + 2 && i < length;
-            mask[i] = i < length;
-        }
+        /* segment: 0 over [CLS] A [SEP], 1 over B [SEP], 0 over the padding; mask: 1 up to the length. */
+        for (int64_t i = 0; i < len_a + 2; i++) segment[i] = 0;
+        for (int64_t i = len_a + 2; i < length; i++) segment[i] = 1;
+        for (int64_t i = length; i < t; i++) segment[i] = 0;
+        for (int64_t i = 0; i < length; i++) mask[i] = 1;
+        for (int64_t i = length; i < t; i++) mask[i] = 0;
         /* Words over the candidates c = 0 .. len_a + len_b - 1 (position c + 1 in A, c + 2 in B). */
-        int64_t candidates = len_a + len_b, words = 0;
-        for (int64_t c = 0; c < candidates; c++) {
-            int64_t token = c < len_a ? a0 + c : b0 + c - len_a;
-            if (!whole_word || c == 0 || word_start[token]) word_len[words++] = 0;
-            word_len[words - 1]++;
+        int64_t candidates = len_a + len_b, words = 0, limit = budget[r];
+        if (limit > p) {
+            PyErr_Format(PyExc_ValueError, "budget[%zd] = %lld exceeds the %zd prediction slots", r, (long long)limit, p);
+            goto done;
+        }
+        if (whole_word) {
+            for (int64_t c = 0; c < candidates; c++) {
+                int64_t token = c < len_a ? a0 + c : b0 + c - len_a;
+                if (c == 0 || word_start[token]) { word_first[words] = (int32_t)c; word_len[words++] = 0; }
+                word_len[words - 1]++;
+            }
+        } else {
+            words = candidates;
         }
         if (words > w) {
             PyErr_Format(PyExc_ValueError, "keys: row %zd has %lld words, keys only %zd", r, (long long)words, w);
             goto done;
         }
         const double *row_keys = keys + r * w;
-        int64_t limit = budget[r];
-        memset(chosen, 0, t);
-        /* taken[word] marks live in word_len's sign: a taken word's length is stored negated. */
+        int64_t *row_positions = (int64_t *)v[11].buf + r * p, *row_labels = (int64_t *)v[12].buf + r * p;
+        float *row_weights = (float *)v[13].buf + r * p;
+        Py_ssize_t slot = 0;
         if (!whole_word) {
-            /* Every word is one token: the min(budget, words) smallest keys, through a max-heap of them. */
-            Py_ssize_t size = 0;
+            /* Every word is one token: the min(budget, words) smallest keys, through a max-heap of them,
+               then their candidates in ascending order (insertion sort of at most P). */
+            /* The keys are uniform in [0, 1): the smallest `limit` of `words` lie below about limit / words.
+               Gather those under 2.5x that bound without branching; when fewer than `limit` are there
+               (rare), take every word. Either way the heap below picks the same smallest keys. */
+            double bound = 2.5 * (double)limit / (double)words;
+            int64_t m = 0;
             for (int64_t j = 0; j < words; j++) {
+                word_first[m] = (int32_t)j;
+                m += row_keys[j] < bound;
+            }
+            if (m < limit) {
+                for (int64_t j = 0; j < words; j++) word_first[j] = (int32_t)j;
+                m = words;
+            }
+            Py_ssize_t size = 0;
+            for (int64_t q = 0; q < m; q++) {
+                int64_t j = word_first[q];
                 if (size < limit) {
                     heap[size].key = row_keys[j];
                     heap[size].word = (int32_t)j;
                     for (Py_ssize_t i = size++; i > 0 && heap[(i - 1) / 2].key < heap[i].key; i = (i - 1) / 2) {
                         Ranked tmp = heap[i]; heap[i] = heap[(i - 1) / 2]; heap[(i - 1) / 2] = tmp;
                     }
-                } else if (size && row_keys[j] < heap[0].key) {
+                } else if (row_keys[j] < heap[0].key) {
                     heap[0].key = row_keys[j];
                     heap[0].word = (int32_t)j;
-                    sift_down(heap, size, 0, 1);
+                    sift_down_max(heap, size, 0);
                 }
             }
-            for (Py_ssize_t i = 0; i < size; i++) word_len[heap[i].word] = -1;
+            for (Py_ssize_t i = 0; i < size; i++) {
+                int64_t c = heap[i].word, k = i;
+                for (; k > 0 && row_positions[k - 1] > c; k--) row_positions[k] = row_positions[k - 1];
+                row_positions[k] = c;
+            }
+            for (slot = 0; slot < size; slot++) {
+                int64_t c = row_positions[slot];
+                row_positions[slot] = c < len_a ? c + 1 : c + 2;
+            }
         } else {
-            /* Ascending keys through a min-heap; a word is taken when it fits. */
+            /* Ascending keys through a min-heap; a word is taken (its length negated) when it fits. */
             for (int64_t j = 0; j < words; j++) { heap[j].key = row_keys[j]; heap[j].word = (int32_t)j; }
-            for (Py_ssize_t i = words / 2 - 1; i >= 0; i--) sift_down(heap, words, i, 0);
+            for (Py_ssize_t i = words / 2 - 1; i >= 0; i--) sift_down_min(heap, words, i);
             int64_t count = 0;
             for (Py_ssize_t size = words; size && count < limit;) {
                 int32_t j = heap[0].word;
                 heap[0] = heap[--size];
-                sift_down(heap, size, 0, 0);
+                sift_down_min(heap, size, 0);
                 if (count + word_len[j] <= limit) { count += word_len[j]; word_len[j] = -word_len[j]; }
             }
+            for (int64_t j = 0; j < words; j++)
+                for (int64_t c = word_first[j]; c < word_first[j] - word_len[j] && word_len[j] < 0; c++)
+                    row_positions[slot++] = c < len_a ? c + 1 : c + 2;
         }
-        /* Mark the taken words' positions; then list them in ascending order. */
-        for (int64_t c = 0, j = -1, left = 0; c < candidates; c++) {
-            if (left == 0) { j++; left = word_len[j] < 0 ? -word_len[j] : word_len[j]; }
-            left--;
-            if (word_len[j] < 0) chosen[c < len_a ? c + 1 : c + 2] = 1;
+        for (Py_ssize_t i = 0; i < slot; i++) {
+            row_labels[i] = row_ids[row_positions[i]];
+            row_weights[i] = 1.0f;
         }
-        int64_t *row_positions = (int64_t *)v[11].buf + r * p, *row_labels = (int64_t *)v[12].buf + r * p;
-        float *row_weights = (float *)v[13].buf + r * p;
-        Py_ssize_t slot = 0;
-        for (int64_t i = 1; i < length - 1; i++)
-            if (chosen[i]) {
-                if (slot == p) {
-                    PyErr_Format(PyExc_ValueError, "budget[%zd] = %lld exceeds the %zd prediction slots", r,
-                                 (long long)limit, p);
-                    goto done;
-                }
-                row_positions[slot] = i;
-                row_labels[slot] = row_ids[i];
-                row_weights[slot++] = 1.0f;
-            }
         total += slot;
         for (; slot < p; slot++) { row_positions[slot] = 0; row_labels[slot] = 0; row_weights[slot] = 0.0f; }
     }
@@ -416,7 +439,7 @@ done:
         if (held[i]) PyBuffer_Release(&v[i]);
     PyMem_Free(heap);
     PyMem_Free(word_len);
-    PyMem_Free(chosen);
+    PyMem_Free(word_first);
     return result;
 }
 
