@@ -522,22 +522,33 @@ def make_chunk(settings: PretrainingSettings, chunk_index: int, chunk: Tokenized
 
     input_ids, input_mask, segment_ids (N, T) int64; masked_lm_positions, masked_lm_ids (N, P)
     int64; masked_lm_weights (N, P) float32; next_sentence_labels (N, 1) int64.
-    compiled: build the arrays in C when it was built (False: numpy; the same arrays)."""
+    compiled: pack and build the arrays in C when it was built (False: Python and numpy; the same
+    draws, the same arrays)."""
+    compiled = compiled and _records_c is not None
     rng = random.Random(f"{settings.random_seed}/{chunk_index}")  # str seeds hash the same in every process
     np_rng = np.random.default_rng([settings.random_seed, chunk_index])
-    starts = chunk.sentence_starts.tolist()  # bisect and indexing on a list: ~10x numpy's per-call cost
     bounds = chunk.document_starts.tolist()
     documents = list(zip(bounds[:-1], bounds[1:]))  # (first sentence, end sentence) per document
     rng.shuffle(documents)
-    packed = []
-    for _ in range(settings.dupe_factor):
-        for index in range(len(documents)):
-            pack_document(starts, documents, index, settings, rng, packed)
-    if not packed:
+    if compiled:  # the loops below in C, drawing from this same generator
+        version, state, gauss = rng.getstate()
+        packed, state = _records_c.pack_chunk(chunk.sentence_starts.astype(np.int64),
+                                              np.array(documents, dtype=np.int64).reshape(-1, 2),
+                                              settings.max_seq_length, settings.short_seq_prob, settings.dupe_factor,
+                                              state)
+        rng.setstate((version, state, gauss))
+        packed = np.frombuffer(packed, dtype=np.int64).reshape(-1, 5)
+    else:
+        starts = chunk.sentence_starts.tolist()  # bisect and indexing on a list: ~10x numpy's per-call cost
+        packed = []
+        for _ in range(settings.dupe_factor):
+            for index in range(len(documents)):
+                pack_document(starts, documents, index, settings, rng, packed)
+        rng.shuffle(packed)
+        packed = np.array(packed, dtype=np.int64).reshape(-1, 5)  # (N, 5)
+    if not len(packed):
         return None
-    rng.shuffle(packed)
-    packed = np.array(packed, dtype=np.int64)  # (N, 5)
-    build = _instances_compiled if compiled and _records_c is not None else _instances_numpy
+    build = _instances_compiled if compiled else _instances_numpy
     input_ids, input_mask, segment, positions, masked_ids, weights = build(chunk, packed, settings, vocab_size,
                                                                            special_ids, np_rng)
     return {"input_ids": input_ids, "input_mask": input_mask, "segment_ids": segment,

@@ -6,6 +6,7 @@ never share a process with the rest of the suite."""
 import contextlib
 import glob
 import hashlib
+import itertools
 import os
 import subprocess
 import sys
@@ -166,8 +167,9 @@ def test_fast_tokenization_equals_tokenizers(corpus, vocab_file, monkeypatch, co
 @pytest.mark.parametrize("whole_word", [False, True], ids=["tokens", "whole_words"])
 @pytest.mark.parametrize("max_seq", [128, 24])
 def test_compiled_instances_equal_numpys(corpus, vocab_file, whole_word, max_seq):
-    """The compiled instance builder gives the numpy path's arrays, value for value, from the same
-    draws: on real chunks, with and without whole-word masking, long and short sequences."""
+    """The compiled packing and instance builder give the Python and numpy path's arrays, value for
+    value, from the same draws: on real chunks and a one-document chunk (random next sentences
+    from the same document), with and without whole-word masking, long and short sequences."""
     pytest.importorskip("mindtransformer.data._records_c", reason="built without a C compiler")
     from mindtransformer.data import pretraining
 
@@ -177,7 +179,7 @@ def test_compiled_instances_equal_numpys(corpus, vocab_file, whole_word, max_seq
     settings = pretraining.PretrainingSettings(max_seq_length=max_seq, max_predictions_per_seq=7 if max_seq < 64 else 20,
                                                dupe_factor=2, do_whole_word_mask=whole_word)
     chunks = pretraining.chunk_documents(read_documents(corpus), 1500)
-    for index, documents in zip(range(4), chunks):
+    for index, documents in enumerate([*itertools.islice(chunks, 3), [max(next(chunks), key=len)]]):
         tokens = pretraining.tokenize_documents(chunk_tokenizer, documents)
         compiled, numpy = (pretraining.make_chunk(settings, index, tokens, tokenizer.vocab_size, special, compiled=c)
                            for c in (True, False))
