@@ -63,8 +63,28 @@ static uint32_t crc32c(const uint8_t *p, size_t n) {
     return c ^ 0xFFFFFFFFu;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* The same CRC with SSE 4.2's crc32 instruction (~5x the table's speed), used when the CPU has it. */
+#include <nmmintrin.h>
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(const uint8_t *p, size_t n) {
+    uint64_t c = 0xFFFFFFFFu;
+    for (; n && ((uintptr_t)p & 7); n--) c = _mm_crc32_u8((uint32_t)c, *p++);
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t word;
+        memcpy(&word, p, 8);
+        c = _mm_crc32_u64(c, word);
+    }
+    for (; n; n--) c = _mm_crc32_u8((uint32_t)c, *p++);
+    return (uint32_t)c ^ 0xFFFFFFFFu;
+}
+static int has_sse42;
+#define CRC32C(p, n) (has_sse42 ? crc32c_sse42(p, n) : crc32c(p, n))
+#else
+#define CRC32C(p, n) crc32c(p, n)
+#endif
+
 static uint32_t masked_crc(const uint8_t *p, size_t n) {
-    uint32_t c = crc32c(p, n);
+    uint32_t c = CRC32C(p, n);
     return ((c >> 15) | (c << 17)) + 0xA282EAD8u;
 }
 
@@ -827,6 +847,9 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_records_c", NULL, -
 
 PyMODINIT_FUNC PyInit__records_c(void) {
     crc_init();
+#if defined(__x86_64__) && defined(__GNUC__)
+    has_sse42 = __builtin_cpu_supports("sse4.2");
+#endif
     if (PyType_Ready(&WordTableType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (!m) return NULL;
