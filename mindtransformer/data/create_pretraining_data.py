@@ -80,22 +80,6 @@ def output_paths(spec: str, num_shards: int) -> list:
     return names
 
 
-def _keep_freed_memory() -> None:
-    """Each chunk allocates ~17 MB of arrays of about the same sizes as the last one's. glibc hands
-    blocks that large back to the kernel when they are freed (mmap), so every chunk paid ~4k fresh
-    page faults (42k for the enwiki excerpt, a fifth of a one-worker run's time). Serve them from
-    the heap and keep freed memory there (peak memory unchanged: 84 MB). Forked workers inherit it;
-    elsewhere than glibc this does nothing."""
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD: blocks below 64 MB from the heap
-    mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: keep up to 256 MB of freed heap
-
-
 # ---- workers -----------------------------------------------------------------------------------
 
 _STATE = {}  # per process: the chunk tokenizer (with its word cache), the settings and the vocab facts
@@ -205,7 +189,6 @@ def main(argv=None) -> int:
 
     out_dir = os.path.dirname(os.path.abspath(outputs[0]))
     os.makedirs(out_dir, exist_ok=True)  # the writers' directory, also the workers' scratch space
-    _keep_freed_memory()
     start = time.perf_counter()
     writers = []  # opened with the first chunk: MindSpore's import comes after the workers' fork
     total, chunks, next_writer = 0, 0, 0

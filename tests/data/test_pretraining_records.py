@@ -190,6 +190,21 @@ def test_compiled_instances_equal_numpys(corpus, vocab_file, whole_word, max_seq
         assert (numpy["masked_lm_weights"] > 0).sum() > 0
 
 
+def test_tool_makes_the_same_bytes_without_the_c_extension(corpus, vocab_file, tmp_path, monkeypatch):
+    """Built without a C compiler, the tool makes the same TFRecord file (Python and numpy paths
+    throughout: word cache, packing, arrays, encoding)."""
+    pytest.importorskip("mindtransformer.data._records_c", reason="built without a C compiler")
+    from mindtransformer.data import create_pretraining_data, pretraining, tfrecord
+
+    args = ["--input_file", ",".join(corpus), "--vocab_file", vocab_file, "--dupe_factor", "1", "--quiet",
+            "--sentences_per_chunk", "3000", "--do_whole_word_mask=true"]
+    assert create_pretraining_data.main([*args, "--output_file", str(tmp_path / "c.tfrecord")]) == 0
+    monkeypatch.setattr(pretraining, "_records_c", None)
+    monkeypatch.setattr(tfrecord, "_records_c", None)
+    assert create_pretraining_data.main([*args, "--output_file", str(tmp_path / "py.tfrecord")]) == 0
+    assert (tmp_path / "c.tfrecord").read_bytes() == (tmp_path / "py.tfrecord").read_bytes()
+
+
 def test_truncation_cuts_the_sides_as_googles_loop_with_fair_coins_for_front_or_back():
     """Per side, the cut counts equal google's truncate_seq_pair loop (one token at a time from the
     longer side, B on a tie) for every length pair; the front/back choice of each cut is a fair
