@@ -50,7 +50,7 @@ def test_ranks_shrink_to_the_budget_and_stay_pruned(minilm_path, batch):
     for step in range(1, 9):
         wrapped.train()
         loss = wrapped(*inputs)["loss"]
-        penalties.append(float(sum(layer.orthogonality() for layer in layers.values())))
+        penalties.append(float(sum(layer.orthogonality().detach() for layer in layers.values())))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
