@@ -123,8 +123,14 @@ typedef struct {
 static size_t payload_size(const Feature *f, Py_ssize_t row) {
     if (f->is_float) return (size_t)f->length * 4;
     const int64_t *v = (const int64_t *)f->view.buf + row * f->length;
+    uint64_t any = 0;
+    for (Py_ssize_t i = 0; i < f->length; i++) any |= (uint64_t)v[i];
+    if (any < 0x80) return (size_t)f->length;  /* masks, segments, positions, labels: a byte each */
     size_t n = 0;
-    for (Py_ssize_t i = 0; i < f->length; i++) n += varint_size((uint64_t)v[i]);
+    if (any < 1u << 21)  /* token ids: 1-3 bytes each, counted without branches */
+        for (Py_ssize_t i = 0; i < f->length; i++) n += 1 + (v[i] >= 1 << 7) + (v[i] >= 1 << 14);
+    else
+        for (Py_ssize_t i = 0; i < f->length; i++) n += varint_size((uint64_t)v[i]);
     return n;
 }
 
@@ -136,7 +142,8 @@ static size_t entry_size(const Feature *f, size_t payload, size_t *feature, size
     return 1 + field_size((size_t)f->key_len) + 1 + field_size(*feature);  /* key = 1, value = 2 */
 }
 
-static uint8_t *put_payload(uint8_t *out, const Feature *f, Py_ssize_t row) {
+/* `payload` bytes of varints: one byte each when there are as many bytes as values. */
+static uint8_t *put_payload(uint8_t *out, const Feature *f, Py_ssize_t row, size_t payload) {
     if (f->is_float) {
         const float *v = (const float *)f->view.buf + row * f->length;
         for (Py_ssize_t i = 0; i < f->length; i++) {
@@ -147,6 +154,24 @@ static uint8_t *put_payload(uint8_t *out, const Feature *f, Py_ssize_t row) {
         return out;
     }
     const int64_t *v = (const int64_t *)f->view.buf + row * f->length;
+    if (payload == (size_t)f->length) {
+        for (Py_ssize_t i = 0; i < f->length; i++) out[i] = (uint8_t)v[i];
+        return out + f->length;
+    }
+    uint64_t any = 0;
+    for (Py_ssize_t i = 0; i < f->length; i++) any |= (uint64_t)v[i];
+    if (any < 1u << 21) {
+        /* Each value's three bytes written whatever its width (the buffer has slack after its
+           end), then the cursor moves by the width: no branch per value. */
+        for (Py_ssize_t i = 0; i < f->length; i++) {
+            uint32_t x = (uint32_t)v[i], wide = x >= 1 << 7, wider = x >= 1 << 14;
+            out[0] = (uint8_t)((x & 0x7F) | wide << 7);
+            out[1] = (uint8_t)(((x >> 7) & 0x7F) | wider << 7);
+            out[2] = (uint8_t)(x >> 14);
+            out += 1 + wide + wider;
+        }
+        return out;
+    }
     for (Py_ssize_t i = 0; i < f->length; i++) out = put_varint(out, (uint64_t)v[i]);
     return out;
 }
@@ -215,7 +240,7 @@ static PyObject *encode_examples(PyObject *self, PyObject *args) {
         sizes[r] = features_size;
         offset[r + 1] = offset[r] + (int64_t)(1 + field_size(features_size)) + (framed ? 16 : 0);  /* Example.features = 1 */
     }
-    data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)offset[rows]);
+    data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)offset[rows] + 2);  /* + put_payload's slack */
     if (!data) goto done;
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(data);
     for (Py_ssize_t r = 0; r < rows; r++) {
@@ -244,10 +269,11 @@ static PyObject *encode_examples(PyObject *self, PyObject *args) {
             out = put_varint(out, value_list);
             *out++ = 0x0A;  /* packed value = 1 */
             out = put_varint(out, payload);
-            out = put_payload(out, f, r);
+            out = put_payload(out, f, r, payload);
         }
         if (framed) out = put_le(out, masked_crc(example, example_size), 4);
     }
+    if (_PyBytes_Resize(&data, (Py_ssize_t)offset[rows]) < 0) goto done;
     result = PyTuple_Pack(2, data, offsets);
 done:
     Py_XDECREF(data);

@@ -506,6 +506,24 @@ def test_more_bad_input_is_one_line(case, tmp_path, vocab_file):
     assert not os.path.exists(tmp_path / "out") or os.listdir(tmp_path / "out") == []
 
 
+def test_compiled_encoder_equals_numpys_at_every_varint_width():
+    """The C encoder's per-row paths (one byte per value, up to three bytes without branches, the
+    general varint) give the numpy encoder's bytes for values up to each width's edge."""
+    pytest.importorskip("mindtransformer.data._records_c", reason="built without a C compiler")
+    from mindtransformer.data.tfrecord import encode_records
+
+    rng = np.random.default_rng(0)
+    dtypes = {"ids": "int64", "weights": "float32"}
+    for top in (2, 128, 129, 2 ** 14 + 1, 2 ** 21, 2 ** 21 + 1, 2 ** 35, 2 ** 63 - 1):
+        arrays = {"ids": rng.integers(0, top, (50, 17)), "weights": rng.random((50, 3)).astype(np.float32)}
+        arrays["ids"][::7, -1] = top - 1  # some rows reach the edge, the others stay below it
+        for framed in (True, False):
+            (data, offsets), (expected, expected_offsets) = (encode_records(arrays, dtypes, framed, compiled=c)
+                                                             for c in (True, False))
+            assert data == expected, top
+            np.testing.assert_array_equal(offsets, expected_offsets)
+
+
 @pytest.mark.parametrize("compiled", [True, False], ids=["c", "numpy"])
 def test_tfrecord_encoder_refuses_negative_ints(compiled):
     """Both encoders write int64 as plain varints: a negative value is refused, not wrapped."""
