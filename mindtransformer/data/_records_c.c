@@ -5,7 +5,9 @@ numpy (tfrecord.py), more slowly, to the same bytes (the tests compare the two).
 
 WordTable: the chunk tokenizer's word cache. rows(text) splits text into BERT's words (runs of
 ASCII letters and digits; any other character but a space, tab or CR alone; a line end is word
-row 0) and gives each its row, numbering unseen words in order of appearance.
+row 0) and gives each its row, numbering unseen words in order of appearance; an unseen word
+that is a vocab entry comes with its id (WordPiece's first try), the others are WordPiece'd by
+the caller.
 
 pack_chunk: google's segment packing (create_instances_from_document) of a chunk's documents and
 the instances' shuffle, drawing from Python's own Mersenne Twister (random.Random's state in,
@@ -721,6 +723,8 @@ typedef struct {
     int64_t count;     /* words held = the next row */
     char *arena;
     int64_t arena_used, arena_size;
+    PyObject *vocab;     /* token -> id: an unseen word that is a vocab entry is its own one piece */
+    Py_ssize_t max_chars;  /* WordPiece's max_input_chars_per_word: a longer word is not looked up */
 } WordTable;
 
 static uint64_t hash_bytes(const uint8_t *p, Py_ssize_t n) {  /* FNV-1a */
@@ -777,9 +781,16 @@ static int64_t table_row(WordTable *table, const uint8_t *word, Py_ssize_t lengt
 }
 
 static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    if (!_PyArg_NoKeywords("WordTable", kwargs) || !PyArg_ParseTuple(args, ":WordTable")) return NULL;
+    PyObject *vocab;
+    Py_ssize_t max_chars;
+    if (!_PyArg_NoKeywords("WordTable", kwargs) || !PyArg_ParseTuple(args, "O!n:WordTable", &PyDict_Type, &vocab,
+                                                                     &max_chars))
+        return NULL;
     WordTable *table = (WordTable *)type->tp_alloc(type, 0);
     if (!table) return NULL;
+    Py_INCREF(vocab);
+    table->vocab = vocab;
+    table->max_chars = max_chars;
     PyObject *fresh = PyList_New(0);
     if (!fresh || table_grow(table) < 0 || table_row(table, (const uint8_t *)"\n", 1, fresh) < 0) {
         Py_XDECREF(fresh);
@@ -793,6 +804,7 @@ static PyObject *table_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static void table_dealloc(WordTable *table) {
     PyMem_Free(table->slots);
     PyMem_Free(table->arena);
+    Py_XDECREF(table->vocab);
     Py_TYPE(table)->tp_free((PyObject *)table);
 }
 
@@ -800,13 +812,14 @@ static Py_ssize_t table_length(WordTable *table) { return (Py_ssize_t)table->cou
 
 static inline int is_alnum(uint8_t c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
-/* rows(text: str) -> (bytes of (W,) int64 rows, [the unseen words, in order]) */
+/* rows(text: str) -> (bytes of (W,) int64 rows, [the unseen words, in order],
+                      bytes of their (new,) int64 vocab ids, -1 where a word is not a vocab entry) */
 static PyObject *table_rows(WordTable *table, PyObject *arg) {
     Py_ssize_t size;
     const char *utf8 = PyUnicode_AsUTF8AndSize(arg, &size);  /* cached in the str: no copy for ASCII */
     if (!utf8) return NULL;
     const uint8_t *p = (const uint8_t *)utf8, *end = p + size;
-    PyObject *fresh = PyList_New(0), *rows = NULL, *result = NULL;
+    PyObject *fresh = PyList_New(0), *rows = NULL, *known = NULL, *result = NULL;
     /* At most one word per byte. */
     int64_t *out = PyMem_Malloc((size ? size : 1) * sizeof(int64_t));
     if (!fresh || !out) { PyErr_NoMemory(); goto done; }
@@ -827,17 +840,31 @@ static PyObject *table_rows(WordTable *table, PyObject *arg) {
         out[words++] = row;
     }
     rows = PyBytes_FromStringAndSize((const char *)out, words * (Py_ssize_t)sizeof(int64_t));
-    if (rows) result = PyTuple_Pack(2, rows, fresh);
+    Py_ssize_t count = PyList_GET_SIZE(fresh);
+    known = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(int64_t));
+    if (!rows || !known) goto done;
+    int64_t *ids = (int64_t *)PyBytes_AS_STRING(known);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *word = PyList_GET_ITEM(fresh, i), *id = NULL;
+        if (PyUnicode_GET_LENGTH(word) <= table->max_chars && !(id = PyDict_GetItemWithError(table->vocab, word)) &&
+            PyErr_Occurred())
+            goto done;
+        ids[i] = id ? PyLong_AsLongLong(id) : -1;
+        if (ids[i] == -1 && PyErr_Occurred()) goto done;
+    }
+    result = PyTuple_Pack(3, rows, fresh, known);
 done:
     PyMem_Free(out);
     Py_XDECREF(rows);
+    Py_XDECREF(known);
     Py_XDECREF(fresh);
     return result;
 }
 
 static PyMethodDef table_methods[] = {
     {"rows", (PyCFunction)table_rows, METH_O,
-     "rows(text: str) -> (bytes of (W,) int64 word rows, [unseen words in order]); a line end is row 0."},
+     "rows(text: str) -> (bytes of (W,) int64 word rows, [unseen words in order], bytes of their int64 vocab ids or "
+     "-1); a line end is row 0."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -848,7 +875,8 @@ static PyTypeObject WordTableType = {
     .tp_name = "mindtransformer.data._records_c.WordTable",
     .tp_basicsize = sizeof(WordTable),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "WordTable(): word -> row; rows(text) splits text into BERT's words and numbers the unseen ones.",
+    .tp_doc = "WordTable(vocab, max_chars): word -> row; rows(text) splits text into BERT's words and numbers the "
+              "unseen ones.",
     .tp_new = table_new,
     .tp_dealloc = (destructor)table_dealloc,
     .tp_methods = table_methods,

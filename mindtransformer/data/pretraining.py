@@ -26,6 +26,7 @@ P max_predictions_per_seq, W candidate words per instance.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
 import unicodedata
@@ -125,9 +126,10 @@ _WORD_CACHE_LIMIT = 250_000  # distinct words cached per process (tens of MB); p
 class _RegexWordRows(dict):
     """word -> row of the piece table: _records_c.WordTable's interface in Python (the fallback)."""
 
-    def __init__(self):
+    def __init__(self, vocab: dict, max_chars: int):
         super().__init__({"\n": 0})  # row 0: the line end between sentences, no pieces
         self._new = []
+        self._vocab, self._max_chars = vocab, max_chars
 
     def __missing__(self, word):
         row = self[word] = len(self)
@@ -135,11 +137,13 @@ class _RegexWordRows(dict):
         return row
 
     def rows(self, text: str):
-        """(bytes of the (W,) int64 rows of text's words, the words unseen before, in order)."""
+        """(bytes of the (W,) int64 rows of text's words, the words unseen before, in order, bytes
+        of their (new,) int64 vocab ids, -1 for a word that is no vocab entry)."""
         words = _WORDS.findall(text)
         rows = np.fromiter(map(self.__getitem__, words), dtype=np.int64, count=len(words))
         new, self._new = self._new, []
-        return rows.tobytes(), new
+        known = [self._vocab.get(word, -1) if len(word) <= self._max_chars else -1 for word in new]
+        return rows.tobytes(), new, np.array(known, dtype=np.int64).tobytes()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,21 +202,28 @@ class ChunkTokenizer:
             self.segmenter = jieba
 
     def _clear_cache(self):
-        self._word_rows = _records_c.WordTable() if _records_c is not None and self.compiled else _RegexWordRows()
+        word_rows = _records_c.WordTable if _records_c is not None and self.compiled else _RegexWordRows
+        self._word_rows = word_rows(self._vocab, _MAX_WORD_CHARS)
         self._pieces = np.zeros(0, dtype=np.int32)  # WordPiece ids of the cached words, back to back
         # (words + 1,): word r's ids are pieces[starts[r]:starts[r + 1]]; row 0 (line end) has none
         self._piece_starts = np.zeros(2, dtype=np.int64)
 
-    def _add_pieces(self, words: List[str]) -> None:
-        pieces, counts = [], []
-        for word in words:  # WordPiece tries the whole word first: a vocab word is its own one id
-            index = self._vocab.get(word) if len(word) <= _MAX_WORD_CHARS else None
-            ids = [index] if index is not None else [token.id for token in self._fast.model.tokenize(word)]
-            pieces += ids
-            counts.append(len(ids))
-        self._pieces = np.concatenate([self._pieces, np.asarray(pieces, dtype=np.int32)])
-        ends = self._piece_starts[-1] + np.cumsum(counts, dtype=np.int64)
-        self._piece_starts = np.concatenate([self._piece_starts, ends])
+    def _add_pieces(self, words: List[str], known: np.ndarray) -> None:
+        """Pieces of the new words: known (new,) holds a word's vocab id (WordPiece tries the whole
+        word first: half of all words) or -1, then `tokenizers`' WordPiece splits it."""
+        missed = np.flatnonzero(known < 0)
+        tokenize = self._fast.model.tokenize
+        split = [[token.id for token in tokenize(words[i])] for i in missed.tolist()]
+        counts = np.ones(len(words), dtype=np.int64)
+        counts[missed] = [len(ids) for ids in split]
+        ends = np.cumsum(counts)
+        pieces = np.empty(int(ends[-1]), dtype=np.int32)
+        pieces[ends - counts] = known  # each word's first piece; the split words' are written next
+        flat = np.fromiter(itertools.chain.from_iterable(split), dtype=np.int32, count=int(counts[missed].sum()))
+        missed_ends = np.cumsum(counts[missed])
+        pieces[np.repeat(ends[missed] - missed_ends, counts[missed]) + np.arange(len(flat))] = flat
+        self._pieces = np.concatenate([self._pieces, pieces])
+        self._piece_starts = np.concatenate([self._piece_starts, self._piece_starts[-1] + ends])
 
     def _slow_rows(self, sentences: List[str], forms: List[str]) -> List[int]:
         """Rows the fast path cannot take: a special token in the raw text (matched before
@@ -246,10 +257,10 @@ class ChunkTokenizer:
         text = "\n".join(forms)
         # Every word -> its row of the piece table (new words get rows), then all pieces gathered
         # at once. W words (line ends included), S sentences.
-        rows, new = self._word_rows.rows(text.lower() if self._lowercase else text)
+        rows, new, known = self._word_rows.rows(text.lower() if self._lowercase else text)
         rows = np.frombuffer(rows, dtype=np.int64)  # (W,)
         if new:
-            self._add_pieces(new)
+            self._add_pieces(new, np.frombuffer(known, dtype=np.int64))
         piece_counts = self._piece_starts[rows + 1] - self._piece_starts[rows]  # (W,)
         token_ends = np.cumsum(piece_counts)
         ids = self._pieces[np.repeat(self._piece_starts[rows] - token_ends + piece_counts, piece_counts)
