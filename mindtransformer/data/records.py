@@ -154,6 +154,7 @@ class MindRecordWriter:
         self._writer.set_header_size(1 << 20)
         schema = {name: {"type": dtype, "shape": [-1]} for name, (dtype, _) in lengths.items()}
         self._writer.add_schema(schema, "mindtransformer records")
+        self._layout = None  # [(blob field, dtype)] in the header's order, read at the first write
 
     def sha256(self) -> str:
         """The hex SHA-256 of the data file (after close)."""
@@ -161,10 +162,49 @@ class MindRecordWriter:
 
     def write(self, arrays: dict, rows: range, framed: tuple = None) -> None:
         rows = list(rows)
-        batch = [{name: arrays[name][row] for name in self.names} for row in rows]
-        if batch:
-            self._writer.write_raw_data(batch)
-        self.count += len(batch)
+        if not rows:
+            return
+        blobs = self._blobs(arrays, rows)
+        if blobs is None:
+            self._writer.write_raw_data([{name: arrays[name][row] for name in self.names} for row in rows])
+        else:
+            shard = self._writer._writer  # the same preparation as FileWriter.write_raw_data
+            if not shard.is_open:
+                shard.open(self._writer._paths, self._writer._overwrite)
+            if not shard.get_shard_header():
+                shard.set_shard_header(self._writer._header)
+            shard._writer.write_raw_data({}, blobs, False, False)
+        self.count += len(rows)
+
+    def _blobs(self, arrays: dict, rows: list):
+        """Each row's MindRecord blob, built at once for all rows, or None where this MindSpore's
+        writer is not laid out as 2.10's.
+
+        Why: FileWriter.write_raw_data checks every field of every row against the schema in
+        Python and merges each row's blob field by field, asking the C++ header for the schema
+        again each time: 8 s for the 28k instances of the enwiki excerpt, against 0.5 s to make
+        them. The blob's layout is MindSpore's own (ShardWriter._merge_blob): per blob field, in
+        the header's order, the value's byte count (8 bytes, big-endian) and the values in the
+        schema's dtype. Our rows are fixed-length arrays of the schema's types (checked here), so
+        all blobs are one (N, bytes) table; MindSpore's C++ writer then writes them unvalidated."""
+        shard = getattr(self._writer, "_writer", None)
+        if not all(hasattr(self._writer, name) for name in ("_paths", "_overwrite", "_header")) or \
+                not all(hasattr(shard, name) for name in ("is_open", "open", "get_shard_header", "set_shard_header")) \
+                or not hasattr(getattr(shard, "_writer", None), "write_raw_data"):
+            return None
+        if self._layout is None:
+            header = self._writer._header
+            self._layout = [(field, header.schema[field]["type"]) for field in header.blob_fields]
+        if sorted(field for field, _ in self._layout) != sorted(self.names):
+            return None
+        pieces = []
+        for field, dtype in self._layout:
+            values = np.ascontiguousarray(np.asarray(arrays[field])[rows], dtype=dtype)  # (N, L)
+            values = values.reshape(len(rows), -1).view(np.uint8)  # (N, L * itemsize)
+            size = np.frombuffer(values.shape[1].to_bytes(8, "big"), dtype=np.uint8)
+            pieces += [np.broadcast_to(size, (len(rows), 8)), values]
+        table = np.concatenate(pieces, axis=1)  # (N, blob bytes)
+        return [row.tobytes() for row in table]
 
     def close(self) -> None:
         self._writer.commit()

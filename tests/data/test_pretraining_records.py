@@ -356,6 +356,33 @@ print(len(a), a['input_ids'].dtype, a['masked_lm_weights'].dtype)
     assert done.stdout.split()[-3:] == ["7", "int64", "float32"]
 
 
+def test_mindrecord_blobs_equal_mindsporess_own_writer(made, tmp_path):
+    """Our MindRecord rows (each row's blob built for all rows at once, then MindSpore's C++ writer)
+    read back the same as those of MindSpore's public FileWriter.write_raw_data, in a process of
+    their own (MindSpore)."""
+    code = """
+import sys
+import numpy as np
+from mindtransformer.data import records
+rows = [r for _, r in zip(range(300), records.iter_records(sys.argv[1]))]
+arrays = {name: np.stack([r[name] for r in rows]) for name in records.FEATURES}
+lengths = records.record_lengths(rows[0])
+records.write_file(sys.argv[2], "mindrecord", arrays, lengths, {})
+records.MindRecordWriter._blobs = lambda self, arrays, rows: None  # MindSpore's own path
+records.write_file(sys.argv[3], "mindrecord", arrays, lengths, {})
+ours, theirs = (list(records.iter_records(path)) for path in sys.argv[2:])
+assert len(ours) == len(theirs) == 300
+for i, (a, b) in enumerate(zip(ours, theirs)):
+    for name in records.FEATURES:
+        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
+        assert np.array_equal(a[name], arrays[name][i]), name
+print("same")
+"""
+    done = subprocess.run([sys.executable, "-c", code, made["tf1"], str(tmp_path / "ours.mindrecord"),
+                           str(tmp_path / "theirs.mindrecord")], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "same", done.stderr[-2000:]
+
+
 def test_tfrecord_to_mindrecord_conversion(made, tmp_path):
     source = tmp_path / "in"
     source.mkdir()
