@@ -404,6 +404,26 @@ def test_inspect_tool_prints_and_validates(made):
     assert done.stdout.strip().endswith("valid")
 
 
+def test_validator_reads_the_layout_from_the_original_tokens(made, vocab_file):
+    """A masked position may show [SEP] (google's random replacement draws from the whole vocab):
+    still valid. A [SEP] that is no masked position, inside segment A: a violation."""
+    from mindtransformer.data.inspect_records import Validator
+
+    tokenizer = BertTokenizer(vocab_file)
+    record = next(records.iter_records(made["tf1"]))
+    weights, positions = record["masked_lm_weights"], record["masked_lm_positions"]
+    first_b = int(np.flatnonzero(record["input_ids"] == tokenizer.sep_token_id)[0]) + 1
+    masked_in_a = [int(p) for p in positions[weights > 0] if p < first_b - 1]
+    unmasked_in_a = sorted(set(range(1, first_b - 1)) - set(positions[weights > 0].tolist()))
+    assert masked_in_a and unmasked_in_a
+    for position, valid in ((masked_in_a[0], True), (unmasked_in_a[0], False)):
+        changed = dict(record, input_ids=record["input_ids"].copy())
+        changed["input_ids"][position] = tokenizer.sep_token_id
+        validator = Validator(tokenizer)
+        validator.check(0, changed)
+        assert (not validator.violations) == valid, (position, dict(validator.violations))
+
+
 def corrupt_copy(source, target, offset):
     data = bytearray(open(source, "rb").read())
     data[offset] ^= 0xFF
