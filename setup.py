@@ -1,5 +1,7 @@
 """mindtransformer: BERT pretraining and fine-tuning, one model definition, PyTorch and MindSpore backends."""
 
+import glob
+
 from setuptools import Extension, find_packages, setup
 
 EXTRAS = {
@@ -33,8 +35,9 @@ setup(
                                       "resources/tmmlu/subjects/*/*"]},
     # The record tools' per-record loops in C (TFRecord encoding). optional: without a compiler the
     # install goes on and the same code runs in numpy, more slowly, to the same bytes.
-    ext_modules=[Extension("mindtransformer.data._records_c", ["mindtransformer/data/_records_c.c"],
-                           extra_compile_args=["-O3"], optional=True)],
+    ext_modules=[Extension("mindtransformer.data._records_c", sorted(glob.glob("mindtransformer/data/csrc/*.c")),
+                           depends=glob.glob("mindtransformer/data/csrc/*.h"), extra_compile_args=["-O3"],
+                           optional=True)],
     python_requires=">=3.9",
     install_requires=[
         "numpy>=1.23,<2",  # MindSpore's kernels are built against NumPy 1.x

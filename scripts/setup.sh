@@ -15,7 +15,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 
-stamp=$(cat setup.py scripts/setup.sh mindtransformer/data/*.c | sha256sum | cut -c1-16)
+stamp=$(cat setup.py scripts/setup.sh mindtransformer/data/csrc/* | sha256sum | cut -c1-16)
 if [ "$(cat .venv/.setup-stamp 2>/dev/null)" != "$stamp" ]; then
   echo "[setup] installing mindtransformer[all,test] into .venv (a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
