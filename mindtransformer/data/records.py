@@ -154,7 +154,7 @@ class MindRecordWriter:
         self._writer.set_header_size(1 << 20)
         schema = {name: {"type": dtype, "shape": [-1]} for name, (dtype, _) in lengths.items()}
         self._writer.add_schema(schema, "mindtransformer records")
-        self._layout = None  # [(blob field, dtype)] in the header's order, read at the first write
+        self._layout = None  # [(blob field, dtype)] in the header's order, or False: see _blob_layout
 
     def sha256(self) -> str:
         """The hex SHA-256 of the data file (after close)."""
@@ -185,17 +185,11 @@ class MindRecordWriter:
         again each time: 8 s for the 28k instances of the enwiki excerpt, against 0.5 s to make
         them. The blob's layout is MindSpore's own (ShardWriter._merge_blob): per blob field, in
         the header's order, the value's byte count (8 bytes, big-endian) and the values in the
-        schema's dtype. Our rows are fixed-length arrays of the schema's types (checked here), so
+        schema's dtype. Our rows are fixed-length arrays (cast here to the schema's dtypes), so
         all blobs are one (N, bytes) table; MindSpore's C++ writer then writes them unvalidated."""
-        shard = getattr(self._writer, "_writer", None)
-        if not all(hasattr(self._writer, name) for name in ("_paths", "_overwrite", "_header")) or \
-                not all(hasattr(shard, name) for name in ("is_open", "open", "get_shard_header", "set_shard_header")) \
-                or not hasattr(getattr(shard, "_writer", None), "write_raw_data"):
-            return None
-        if self._layout is None:
-            header = self._writer._header
-            self._layout = [(field, header.schema[field]["type"]) for field in header.blob_fields]
-        if sorted(field for field, _ in self._layout) != sorted(self.names):
+        if self._layout is None:  # decided at the first write
+            self._layout = self._blob_layout()
+        if not self._layout:
             return None
         pieces = []
         for field, dtype in self._layout:
@@ -205,6 +199,18 @@ class MindRecordWriter:
             pieces += [np.broadcast_to(size, (len(rows), 8)), values]
         table = np.concatenate(pieces, axis=1)  # (N, blob bytes)
         return [row.tobytes() for row in table]
+
+    def _blob_layout(self):
+        """[(blob field, dtype)] in the header's order when MindSpore's writer is laid out as
+        2.10's and every feature is a blob field; else False (FileWriter.write_raw_data is used)."""
+        shard = getattr(self._writer, "_writer", None)
+        if not all(hasattr(self._writer, name) for name in ("_paths", "_overwrite", "_header")) or \
+                not all(hasattr(shard, name) for name in ("is_open", "open", "get_shard_header", "set_shard_header")) \
+                or not hasattr(getattr(shard, "_writer", None), "write_raw_data"):
+            return False
+        header = self._writer._header
+        layout = [(field, header.schema[field]["type"]) for field in header.blob_fields]
+        return layout if sorted(field for field, _ in layout) == sorted(self.names) else False
 
     def close(self) -> None:
         self._writer.commit()

@@ -100,15 +100,18 @@ typedef struct {
     Py_ssize_t length;     /* L values per record */
 } Feature;
 
-/* Bytes of one feature's packed payload in record `row` (all int64 values are >= 0: checked). */
-static size_t payload_size(const Feature *f, Py_ssize_t row) {
+/* Bytes of one feature's packed payload in record `row` (all int64 values are >= 0: checked);
+   *narrow tells whether every value is under 2^21 (at most 3 varint bytes). */
+static size_t payload_size(const Feature *f, Py_ssize_t row, uint8_t *narrow) {
+    *narrow = 1;
     if (f->is_float) return (size_t)f->length * 4;
     const int64_t *v = (const int64_t *)f->view.buf + row * f->length;
     uint64_t any = 0;
     for (Py_ssize_t i = 0; i < f->length; i++) any |= (uint64_t)v[i];
     if (any < 0x80) return (size_t)f->length;  /* masks, segments, positions, labels: a byte each */
     size_t n = 0;
-    if (any < 1u << 21)  /* token ids: 1-3 bytes each, counted without branches */
+    *narrow = any < 1u << 21;
+    if (*narrow)  /* token ids: 1-3 bytes each, counted without branches */
         for (Py_ssize_t i = 0; i < f->length; i++) n += 1 + (v[i] >= 1 << 7) + (v[i] >= 1 << 14);
     else
         for (Py_ssize_t i = 0; i < f->length; i++) n += varint_size((uint64_t)v[i]);
@@ -123,8 +126,9 @@ static size_t entry_size(const Feature *f, size_t payload, size_t *feature, size
     return 1 + field_size((size_t)f->key_len) + 1 + field_size(*feature);  /* key = 1, value = 2 */
 }
 
-/* `payload` bytes of varints: one byte each when there are as many bytes as values. */
-static uint8_t *put_payload(uint8_t *out, const Feature *f, Py_ssize_t row, size_t payload) {
+/* `payload` bytes of varints: one byte each when there are as many bytes as values; `narrow`
+   from payload_size. */
+static uint8_t *put_payload(uint8_t *out, const Feature *f, Py_ssize_t row, size_t payload, int narrow) {
     if (f->is_float) {
         const float *v = (const float *)f->view.buf + row * f->length;
         for (Py_ssize_t i = 0; i < f->length; i++) {
@@ -139,9 +143,7 @@ static uint8_t *put_payload(uint8_t *out, const Feature *f, Py_ssize_t row, size
         for (Py_ssize_t i = 0; i < f->length; i++) out[i] = (uint8_t)v[i];
         return out + f->length;
     }
-    uint64_t any = 0;
-    for (Py_ssize_t i = 0; i < f->length; i++) any |= (uint64_t)v[i];
-    if (any < 1u << 21) {
+    if (narrow) {
         /* Each value's three bytes written whatever its width (the buffer has slack after its
            end), then the cursor moves by the width: no branch per value. */
         for (Py_ssize_t i = 0; i < f->length; i++) {
@@ -178,23 +180,21 @@ PyObject *encode_examples(PyObject *self, PyObject *args) {
     PyObject *result = NULL, *data = NULL, *offsets = NULL;
     size_t *sizes = NULL;  /* (rows,): each record's Features message size */
     size_t *payloads = NULL;  /* (rows, features): each feature's packed payload size */
+    uint8_t *narrow = NULL;  /* (rows, features): every value under 2^21 (payload_size) */
     for (; held < count; held++) {
         Feature *f = &features[held];
         PyObject *array;
         if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, held), "y#pO", &f->key, &f->key_len, &f->is_float, &array))
             goto done;
-        if (PyObject_GetBuffer(array, &f->view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) goto done;
-        const char *format = f->view.format ? f->view.format : "B";
-        if (*format == '<' || *format == '=' || *format == '@') format++;
-        int ok = f->is_float ? (strcmp(format, "f") == 0 && f->view.itemsize == 4)
-                             : ((strcmp(format, "q") == 0 || strcmp(format, "l") == 0) && f->view.itemsize == 8);
-        if (!ok || f->view.ndim != 2 || f->view.shape[0] != rows || f->view.shape[1] < 1) {
-            PyBuffer_Release(&f->view);
-            PyErr_Format(PyExc_ValueError, "feature %s: expected a C-contiguous (%zd, L >= 1) %s array", f->key, rows,
-                         f->is_float ? "float32" : "int64");
+        /* (rows, L >= 1) C-contiguous float32 or int64 */
+        if (get_array(array, &f->view, f->key, f->is_float ? "f" : "ql", f->is_float ? 4 : 8, 2, rows, -1, 0) < 0)
+            goto done;
+        f->length = f->view.shape[1];
+        if (f->length < 1) {
+            held++;
+            PyErr_Format(PyExc_ValueError, "feature %s: no values (L = 0)", f->key);
             goto done;
         }
-        f->length = f->view.shape[1];
         if (!f->is_float) {
             const int64_t *v = f->view.buf;
             for (Py_ssize_t i = 0; i < rows * f->length; i++)
@@ -208,14 +208,15 @@ PyObject *encode_examples(PyObject *self, PyObject *args) {
     /* Pass 1: every record's size. Pass 2: the bytes. */
     sizes = PyMem_Malloc((rows ? rows : 1) * sizeof(size_t));
     payloads = PyMem_Malloc((rows * count > 0 ? rows * count : 1) * sizeof(size_t));
+    narrow = PyMem_Malloc(rows * count > 0 ? rows * count : 1);
     offsets = PyBytes_FromStringAndSize(NULL, (rows + 1) * 8);
-    if (!sizes || !payloads || !offsets) { PyErr_NoMemory(); goto done; }
+    if (!sizes || !payloads || !narrow || !offsets) { PyErr_NoMemory(); goto done; }
     int64_t *offset = (int64_t *)PyBytes_AS_STRING(offsets);
     offset[0] = 0;
     for (Py_ssize_t r = 0; r < rows; r++) {
         size_t features_size = 0, feature, value_list;
         for (Py_ssize_t i = 0; i < count; i++) {
-            size_t payload = payloads[r * count + i] = payload_size(&features[i], r);
+            size_t payload = payloads[r * count + i] = payload_size(&features[i], r, &narrow[r * count + i]);
             features_size += 1 + field_size(entry_size(&features[i], payload, &feature, &value_list));
         }
         sizes[r] = features_size;
@@ -250,7 +251,7 @@ PyObject *encode_examples(PyObject *self, PyObject *args) {
             out = put_varint(out, value_list);
             *out++ = 0x0A;  /* packed value = 1 */
             out = put_varint(out, payload);
-            out = put_payload(out, f, r, payload);
+            out = put_payload(out, f, r, payload, narrow[r * count + i]);
         }
         if (framed) out = put_le(out, masked_crc(example, example_size), 4);
     }
@@ -261,6 +262,7 @@ done:
     Py_XDECREF(offsets);
     PyMem_Free(sizes);
     PyMem_Free(payloads);
+    PyMem_Free(narrow);
     release(features, held);
     Py_DECREF(seq);
     return result;
