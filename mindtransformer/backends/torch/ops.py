@@ -64,10 +64,22 @@ def _example_chunks(query, key):
     return [slice(i, i + step) for i in range(0, batch, step)]
 
 
+def _scaled_matmul(a, b, alpha: float, out=None):
+    """alpha * (a @ b) for (b, N, X, Y) and (b, N, Y, Z) -> (b, N, X, Z) (into `out` if given): the
+    factor applied inside the batched matmul (baddbmm), with no pass of its own over the result
+    and one rounding instead of two. Transposed operands stay views and the result is written in
+    place: torch.matmul of 4-D tensors copied both (a transposed key, an `out` slice)."""
+    if out is None:
+        out = a.new_empty(a.shape[:2] + (a.shape[2], b.shape[3]))
+    flat = out.view(-1, *out.shape[2:])
+    torch.baddbmm(flat, a.reshape(-1, *a.shape[2:]), b.reshape(-1, *b.shape[2:]), beta=0, alpha=alpha, out=flat)
+    return out
+
+
 def _softmax_weights(query, key, bias, rows):
-    """The examples `rows` of (B, N, Tq, D) (already times D^-0.5), (B, N, T, D), (B, 1, 1, T) or
-    None -> (b, N, Tq, T)."""
-    weights = torch.matmul(query[rows], key[rows].transpose(-1, -2))
+    """The examples `rows` of (B, N, Tq, D), (B, N, T, D), (B, 1, 1, T) or None -> (b, N, Tq, T):
+    softmax(q k^T / sqrt(D))."""
+    weights = _scaled_matmul(query[rows], key[rows].transpose(-1, -2), query.shape[-1] ** -0.5)
     if bias is not None:
         # the dtype's lowest value, not -inf: a row with every key masked stays finite (uniform)
         weights.masked_fill_(~bias[rows], torch.finfo(weights.dtype).min)
@@ -86,7 +98,8 @@ class _TrainingAttention(torch.autograd.Function):
     flash attention does; fewer (GLUE's short sequences) are kept. Masked keys need no backward
     step: their weight is exp(lowest - max) = 0, so the softmax gradient is 0 there already,
     except in a row whose keys are all masked (an empty sequence), which is zeroed explicitly.
-    The 1 / P(keep) rescale goes on the (B, N, Tq, D) output.
+    The 1 / sqrt(D) and 1 / P(keep) factors are applied inside the matmuls (_scaled_matmul), not
+    by passes of their own over the (B, N, Tq, D) query, output and query gradient.
     """
 
     @staticmethod
@@ -95,7 +108,6 @@ class _TrainingAttention(torch.autograd.Function):
         # (True = attend) or None; keep (B, N, Tq, T): 1 keep, 0 drop, in the query's dtype
         ctx.scale = scale
         ctx.empty_rows = bias is not None and not bool(bias.any(dim=-1).all())
-        query = query * query.shape[-1] ** -0.5  # scaled here, so its gradient below is too
         ctx.save_for_backward(query, key, value, bias, keep)
         ctx.kept_weights = [] if keep.numel() <= _KEPT_WEIGHTS else None  # each chunk's (b, N, Tq, T)
         output = query.new_empty(query.shape[:-1] + value.shape[-1:])
@@ -106,12 +118,13 @@ class _TrainingAttention(torch.autograd.Function):
                 weights = weights * keep[rows]
             else:
                 weights.mul_(keep[rows])
-            torch.matmul(weights, value[rows], out=output[rows])
-        return output.mul_(scale)
+            _scaled_matmul(weights, value[rows], scale, out=output[rows])
+        return output
 
     @staticmethod
     def backward(ctx, grad_output):  # (B, N, Tq, D)
-        query, key, value, bias, keep = ctx.saved_tensors  # query times D^-0.5
+        query, key, value, bias, keep = ctx.saved_tensors
+        query_scale = query.shape[-1] ** -0.5
         # contiguous whatever merge_heads' gradient is (a transposed view): see `attention`
         grad_output = torch.mul(grad_output, ctx.scale, out=torch.empty(grad_output.shape, dtype=grad_output.dtype))
         grad_query, grad_key, grad_value = (torch.empty(t.shape, dtype=t.dtype) for t in (query, key, value))
@@ -121,14 +134,14 @@ class _TrainingAttention(torch.autograd.Function):
                 weights = _softmax_weights(query, key, bias, rows)  # (b, N, Tq, T)
             else:
                 weights = ctx.kept_weights[chunk]
-            torch.matmul((weights * kept).transpose(-1, -2), g, out=grad_value[rows])
-            grad_weights = torch.matmul(g, v.transpose(-1, -2)).mul_(kept)
+            _scaled_matmul((weights * kept).transpose(-1, -2), g, 1.0, out=grad_value[rows])
+            grad_weights = _scaled_matmul(g, v.transpose(-1, -2), 1.0).mul_(kept)
             grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
             if ctx.empty_rows:
                 grad_scores.masked_fill_(~bias[rows], 0)
-            torch.matmul(grad_scores, k, out=grad_query[rows])
-            torch.matmul(grad_scores.transpose(-1, -2), q, out=grad_key[rows])
-        return grad_query.mul_(query.shape[-1] ** -0.5), grad_key, grad_value, None, None, None
+            _scaled_matmul(grad_scores, k, query_scale, out=grad_query[rows])
+            _scaled_matmul(grad_scores.transpose(-1, -2), q, query_scale, out=grad_key[rows])
+        return grad_query, grad_key, grad_value, None, None, None
 
 
 def dropout(x, p: float):
