@@ -17,7 +17,7 @@ import torch
 
 from mindtransformer.backends import mpi
 from mindtransformer.backends.common import forward_arguments
-from mindtransformer.backends.torch import make_optimizer, named_arrays, weight_grads
+from mindtransformer.backends.torch import bf16_gemm, make_optimizer, named_arrays, weight_grads
 from mindtransformer.errors import CollectiveError, UserInputError, first_line
 from mindtransformer.utils.heap import keep_freed_blocks
 
@@ -43,6 +43,8 @@ class Engine:
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self._flat_grads, self._transport = None, None
         self._step_weight_grads = None  # the step's weight_grads.Deferred, when it accumulates micro-batches
+        self._adds_into_grads = (self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16
+                                 and bf16_gemm.available())
         if world.size > 1:
             collectives = "nccl" if self.device.type == "cuda" else "gloo"
             _join(world, collectives)  # also for metrics, barriers and failure detection under MPI
@@ -63,10 +65,15 @@ class Engine:
         """Loss of one micro-batch; its gradient times `weight` (1 / micro-batches per step) is added
         (the linear layers' weight gradients at the end of the step, when it has several)."""
         self.model.train()
-        if weight < 1.0 and self.device.type == "cpu" and self._step_weight_grads is None:
-            # Several micro-batches on a CPU: each linear weight is cast to bf16 once and gets
-            # its gradient from one matmul per step (weight_grads.py); on a GPU autograd's stay.
-            self._step_weight_grads = weight_grads.Deferred()
+        if self.device.type == "cpu" and self._step_weight_grads is None:
+            if weight < 1.0:
+                # Several micro-batches on a CPU: each linear weight is cast to bf16 once and gets
+                # its gradient from one matmul per step (weight_grads.py); on a GPU autograd's stay.
+                self._step_weight_grads = weight_grads.Deferred()
+            elif self._adds_into_grads:
+                # One micro-batch in bf16: nothing to keep (budget 0), but each weight gradient is
+                # added into its fp32 .grad by MKL at once, without a bf16 copy to cast (bf16_gemm.py).
+                self._step_weight_grads = weight_grads.Deferred(budget_bytes=0)
         with self._step_weight_grads or contextlib.nullcontext():  # open only during this call
             with self._autocast():
                 loss = self.model(*self._inputs(batch))["loss"]
@@ -120,7 +127,9 @@ class Engine:
         if flat is not None:
             flat.zero_()  # keeps the views: the next backward adds into them again
         else:
-            self.optimizer.zero_grad(set_to_none=True)
+            # Kept and zeroed where MKL adds weight gradients into them (bf16 on a CPU): adding into
+            # an existing gradient ran faster than making a new one (bf16_gemm.py).
+            self.optimizer.zero_grad(set_to_none=not self._adds_into_grads)
         return {"loss": loss, "grad_norm": norm, "skipped": skipped,
                 **({"loss_scale": float(self.scaler.get_scale())} if self.scaler else {})}
 

@@ -14,6 +14,10 @@ the whole table into .grad at every micro-batch: for BERT-base's 30,522 x 768 wo
 passes over 94 MB each). What is kept is bounded (`budget_bytes`); past it a layer's gradient is
 added at once.
 
+Under bf16 on a CPU with MKL, the weight gradients are added into the fp32 .grad by MKL's
+bf16 x bf16 -> fp32 matmul (bf16_gemm.py), without a bf16 gradient to cast; the torch engine
+then opens a collection with no budget for a step of one micro-batch too, for that alone.
+
 The forward pass is the same computation as F.linear under the same autocast (bit for bit);
 the weight gradients are the same sums in another order and rounding (one bf16 rounding of the
 step's sum instead of one per micro-batch, under bf16).
@@ -23,6 +27,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from mindtransformer.backends.torch import bf16_gemm
 
 _BUDGET_BYTES = 1 << 30  # inputs and output gradients kept per step (BERT-base, 2 x 128 tokens: ~80 MB each)
 _active = None  # the open Deferred collection, or None
@@ -125,6 +131,15 @@ def _append(store: dict, key, owner, first, second) -> None:
 @torch.no_grad()
 def _add_gradient(weights: tuple, grads, inputs) -> None:
     """.grad += grads^T inputs for the stacked weights: grads (N, sum O_i), inputs (N, I)."""
+    parts = grads.split([w.shape[0] for w in weights], dim=1)  # (N, O_i) column blocks, views
+    if all(w.dtype == torch.float32 and bf16_gemm.can_add_transposed_product(w.grad, part, inputs)
+           for w, part in zip(weights, parts)):
+        # bf16 operands: MKL adds each product into the fp32 .grad in place (bf16_gemm.py)
+        for weight, part in zip(weights, parts):
+            if weight.grad is None:
+                weight.grad = torch.zeros_like(weight, memory_format=torch.contiguous_format)
+            bf16_gemm.add_transposed_product(weight.grad, part, inputs)
+        return
     if len(weights) == 1 and weights[0].grad is not None and weights[0].grad.dtype == grads.dtype:
         weights[0].grad.addmm_(grads.t(), inputs)  # fp32: accumulated by the matmul itself
         return
