@@ -45,9 +45,10 @@ def attention(query, key, value, bias, dropout_p: float):
         return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
     # The Function computes in one dtype (autocast's matmul dtype when on) on contiguous (B, N, T, D):
     # its batched matmuls would otherwise copy the strided heads (split from (B, T, H)) on every
-    # call, forward and backward.
+    # call, forward and backward. (`.contiguous()`, not `.to(memory_format=...)`, which returns a
+    # tensor already in the dtype as it is, strided.)
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
-    query, key, value = (t.to(dtype=dtype, memory_format=torch.contiguous_format) for t in (query, key, value))
+    query, key, value = (t.to(dtype).contiguous() for t in (query, key, value))
     masks = DropoutMasks(dropout_p)
     keep = masks.multiplier(query.shape[:-1] + key.shape[-2:-1], dtype, rows=query.shape[0])
     return _TrainingAttention.apply(query, key, value, bias, keep, masks.scale)
