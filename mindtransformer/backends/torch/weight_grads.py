@@ -202,5 +202,17 @@ class _DeferredLinear(torch.autograd.Function):
         grad_output = grad_output.to(weight.dtype)
         flat = grad_output.reshape(-1, grad_output.shape[-1])  # (N, O)
         ctx.collection.keep(ctx.weights, x.reshape(-1, x.shape[-1]), flat)
-        grad_bias = flat.sum(0) if ctx.has_bias else None
+        grad_bias = _bias_gradient(flat) if ctx.has_bias else None
         return grad_output @ weight, grad_bias, None, None
+
+
+def _bias_gradient(grads):
+    """grads (N, O) summed over the N tokens -> (O,). In bf16, as MKL's product with a column of
+    ones, in fp32 (bf16_gemm.py): 3.6-4x faster than torch's bf16 sum over the tokens (BERT-base,
+    4,096 tokens), which also rounds the sum to bf16."""
+    total = torch.zeros(grads.shape[1], 1)
+    ones = grads.new_ones(grads.shape[0], 1)
+    if not bf16_gemm.can_add_transposed_product(total, grads, ones):
+        return grads.sum(0)
+    bf16_gemm.add_transposed_product(total, grads, ones)
+    return total.view(-1)
