@@ -3,7 +3,7 @@
 One process, one thread on one core (run it under `taskset -c 0`): the bf16 matmul peak (as
 bench/pretrain_throughput.py measures it), then the torch engine's step (forward, backward,
 clipping and fused AdamW; dropout 0.1) on random batches of 128 tokens, timed alone and then
-under torch.profiler. It prints the step's matmuls (mm, addmm, bmm) and its optimizer's fixed
+under torch.profiler. It prints the step's matmuls (torch's and MKL's weight gradients) and its optimizer's fixed
 passes over the 110M parameters (fused AdamW, the gradient norm), the other passes over
 weight-sized tensors (casts of the weights to bf16 and of their gradients to fp32, the word
 embeddings' gradient), each with its share of the step, and two MFU figures against the
@@ -25,8 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import cpu_model_name  # noqa: E402
 from bench.pretrain_throughput import P, T, V, flops_per_sample, matmul_peak  # noqa: E402
+from mindtransformer.backends.torch import bf16_gemm  # noqa: E402
 
-MATMULS = ("aten::mm", "aten::addmm", "aten::bmm")
+MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", bf16_gemm.PROFILER_NAME)
 OPTIMIZER = ("aten::_fused_adamw_", "aten::linalg_vector_norm")
 WEIGHT_PASSES = ("aten::copy_", "aten::fill_", "aten::add_")  # on weight-shaped tensors: casts, zeros, sums
 
@@ -96,7 +97,7 @@ def main() -> None:
     print(f"cpu: {cpu_model_name()}; one-thread bf16 matmul peak {peak:.0f} GFLOP/s")
     print(f"BERT-base bf16, {args.batch} x {T} tokens a step: {1000 * step_s:.0f} ms "
           f"(median of {args.steps}), {flops / step_s / 1e9:.0f} GFLOP/s, MFU {100 * flops / step_s / 1e9 / peak:.1f} %")
-    print(f"  matmuls (mm, addmm, bmm)          {1000 * matmul_s:6.0f} ms  {100 * matmul_s / step_s:4.1f} % of the step, "
+    print(f"  matmuls                           {1000 * matmul_s:6.0f} ms  {100 * matmul_s / step_s:4.1f} % of the step, "
           f"{flops / matmul_s / 1e9:.0f} GFLOP/s")
     print(f"  fused AdamW + gradient norm       {1000 * optimizer_s:6.0f} ms  {100 * optimizer_s / step_s:4.1f} %")
     print(f"  weight-sized casts, zeros, sums   {1000 * weight_passes_s:6.0f} ms  {100 * weight_passes_s / step_s:4.1f} % "
