@@ -5,8 +5,8 @@ Under bf16 autocast a linear layer's weight gradient is a bf16 matmul `grad_outp
 every weight, and oneDNN runs this matmul, whose operand is transposed, at 550-720 GFLOP/s on the
 CPU with AMX here, against ~1,000 for the forward's. MKL's `cblas_gemm_bf16bf16f32`, which torch's
 CPU library carries and exports, takes the same bf16 operands, accumulates in fp32 and adds the
-result into the fp32 .grad itself (beta = 1): 1.35-1.8x faster than the matmul and cast together
-on BERT-base's shapes (docs/benchmarks.md), and one bf16 rounding fewer.
+result into the fp32 .grad itself (beta = 1): 1.3-1.6x faster than the matmul and cast together
+on BERT-base's shapes with cold caches (docs/benchmarks.md), and one bf16 rounding fewer.
 
 `available()` is False where torch was built without MKL (e.g. ARM); callers then keep torch's way.
 """
