@@ -145,7 +145,7 @@ def ratio_summary(results: list, a: tuple, b: tuple) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--only", choices=sorted(SHAPES), help="one model shape only")
     parser.add_argument("--backends", default="torch,mindspore", help="comma-separated backends to run")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps per configuration")

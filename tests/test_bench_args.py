@@ -87,3 +87,11 @@ def test_a_missing_or_foreign_glue_summary_file_is_a_one_line_usage_error(tmp_pa
                               capture_output=True, text=True, cwd=ROOT)
         assert done.returncode == 2
         assert message in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("script, flag", [("bf16_step_parts", "--batc=3"), ("pretrain_throughput", "--round=2")])
+def test_the_trainer_benches_refuse_an_abbreviated_or_misspelled_flag(script, flag):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", f"{script}.py"), flag],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert f"unrecognized arguments: {flag}" in done.stderr.strip().splitlines()[-1]
