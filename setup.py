@@ -37,6 +37,11 @@ setup(
     # install goes on and the same code runs in numpy, more slowly, to the same bytes.
     ext_modules=[Extension("mindtransformer.data._records_c", sorted(glob.glob("mindtransformer/data/csrc/*.c")),
                            depends=glob.glob("mindtransformer/data/csrc/*.h"), extra_compile_args=["-O3"],
+                           optional=True),
+                 # The torch binding's dropout masks on a CPU in one pass. optional as above: without
+                 # it numpy makes the same masks.
+                 Extension("mindtransformer.backends.torch._dropout_masks",
+                           ["mindtransformer/backends/torch/csrc/dropout_masks.c"], extra_compile_args=["-O3"],
                            optional=True)],
     python_requires=">=3.9",
     install_requires=[

@@ -1,0 +1,81 @@
+"""The bf16 step's CPU shortcuts equal what they replace: dropout masks from the C kernel are
+numpy's masks bit for bit, the chunked cross-entropy is F.cross_entropy's loss and gradient, and
+the bias-fused linear is F.linear bit for bit."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mindtransformer.backends.torch import ops, weight_grads
+
+
+def masks(shape, dtype, rows, draws=3):
+    torch.manual_seed(7)
+    stream = ops.DropoutMasks(0.1)
+    return [stream.multiplier(shape, dtype, rows) for _ in range(draws)]
+
+
+@pytest.mark.parametrize("shape, dtype, rows", [((4, 3, 16, 16), torch.bfloat16, 4), ((3, 5, 7), torch.float16, 3),
+                                                ((5, 7), torch.bfloat16, 1), ((2, 9), torch.bfloat16, 2)])
+def test_the_c_masks_are_numpys_masks(shape, dtype, rows, monkeypatch):
+    """Same masks and the same stream afterwards (the next draws equal too), with rows whose
+    length is not a multiple of the 4 levels a draw gives."""
+    pytest.importorskip("mindtransformer.backends.torch._dropout_masks", reason="built without a C compiler")
+    from_c = masks(shape, dtype, rows)
+    monkeypatch.setattr(ops, "_dropout_masks", None)
+    from_numpy = masks(shape, dtype, rows)
+    for c, n in zip(from_c, from_numpy):
+        assert c.dtype == dtype and tuple(c.shape) == shape
+        assert torch.equal(c, n)
+    assert 0 < float(torch.cat([m.flatten() for m in from_c]).float().mean()) < 1
+
+
+def test_the_c_mask_refuses_sizes_it_cannot_fill():
+    kernels = pytest.importorskip("mindtransformer.backends.torch._dropout_masks", reason="built without a C compiler")
+    import numpy as np
+
+    out = np.zeros(10, np.int16)
+    with pytest.raises(ValueError, match="SFC64's 4 uint64"):
+        kernels.keep_mask(np.zeros(3, np.uint64), out, 1, 100, 0x3F80)
+    with pytest.raises(ValueError, match="multiple of rows"):
+        kernels.keep_mask(np.zeros(4, np.uint64), out, 3, 100, 0x3F80)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk", [10 * 1000, 3 * 1000])  # chunks of 10 rows; of 3, the last one short
+def test_chunked_cross_entropy_is_torchs(dtype, chunk, monkeypatch):
+    monkeypatch.setattr(ops, "_CE_CHUNK", chunk)
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randn(20, 1000, generator=generator) * 3).to(dtype)
+    labels = torch.randint(0, 1000, (20,), generator=generator)
+    labels[::4] = -100
+    ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss = ops.cross_entropy(ours.view(4, 5, 1000), labels.view(4, 5))
+    assert loss.grad_fn is not None and "Chunked" in type(loss.grad_fn).__name__
+    expected = F.cross_entropy(theirs.float(), labels, ignore_index=-100)
+    (1.7 * loss).backward()
+    (1.7 * expected).backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    assert ours.grad.dtype == dtype
+    # fp32: to float rounding; bf16: the same fp32 values rounded once, so equal but for ties
+    torch.testing.assert_close(ours.grad.float(), theirs.grad.float(), rtol=1e-5 if dtype == torch.float32 else 8e-3,
+                               atol=1e-9)
+    assert float(ours.grad[::4].abs().max()) == 0.0  # ignored rows get no gradient
+
+
+def test_chunked_cross_entropy_with_every_row_ignored_is_nan_as_torchs(monkeypatch):
+    monkeypatch.setattr(ops, "_CE_CHUNK", 10)
+    logits = torch.randn(4, 30, requires_grad=True)
+    labels = torch.full((4,), -100)
+    assert torch.isnan(ops.cross_entropy(logits, labels)) and torch.isnan(F.cross_entropy(logits, labels))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_the_bias_fused_linear_is_f_linear_bit_for_bit(bias):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 9, 48, generator=generator).bfloat16()
+    weight = (torch.randn(80, 48, generator=generator) * 0.1).bfloat16()
+    b = torch.randn(80, generator=generator).bfloat16() if bias else None
+    assert torch.equal(weight_grads._dense(x, weight, b), F.linear(x, weight, b))
+    assert torch.equal(weight_grads._dense(x.float(), weight.float(), None if b is None else b.float()),
+                       F.linear(x.float(), weight.float(), None if b is None else b.float()))
