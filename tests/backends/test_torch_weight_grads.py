@@ -116,3 +116,25 @@ def test_an_embedding_table_gets_autograds_rows_and_none_for_its_padding_row():
     for batch in ids:
         (torch.nn.functional.embedding(batch, reference, padding_idx=0) * torch.arange(4.0)).sum().backward()
     assert torch.equal(table.grad, reference.grad) and not table.grad[0].any()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_weights_cast_for_a_step_are_this_steps_weights_in_memory_kept_from_the_last(precision):
+    """With the caller's cast_buffers, each step's stacked weights are the weights as they are
+    now (after the update), written into the memory of the last step's."""
+    torch.manual_seed(0)
+    query, key = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
+    buffers, pointers = {}, set()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    for _ in range(2):
+        with weight_grads.Deferred(cast_buffers=buffers) as collection:
+            stacked = collection.stacked((query.weight, key.weight), dtype)
+            assert torch.equal(stacked, torch.cat([query.weight, key.weight]).to(dtype))
+            pointers.add(stacked.data_ptr())
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                weight_grads.linear(torch.randn(3, 6), (query.weight, key.weight), None).sum().backward()
+            collection.flush()
+        with torch.no_grad():  # the update
+            query.weight -= 0.1 * query.weight.grad
+            key.weight -= 0.1 * key.weight.grad
+    assert len(pointers) == 1 and len(buffers) == 1

@@ -43,6 +43,7 @@ class Engine:
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self._flat_grads, self._transport = None, None
         self._step_weight_grads = None  # the step's weight_grads.Deferred, when it accumulates micro-batches
+        self._weight_casts = {}  # its weights in the forward's dtype, their memory kept from step to step
         self._adds_into_grads = (self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16
                                  and bf16_gemm.available())
         if world.size > 1:
@@ -69,11 +70,11 @@ class Engine:
             if weight < 1.0:
                 # Several micro-batches on a CPU: each linear weight is cast to bf16 once and gets
                 # its gradient from one matmul per step (weight_grads.py); on a GPU autograd's stay.
-                self._step_weight_grads = weight_grads.Deferred()
+                self._step_weight_grads = weight_grads.Deferred(cast_buffers=self._weight_casts)
             elif self._adds_into_grads:
                 # One micro-batch in bf16: nothing to keep (budget 0), but each weight gradient is
                 # added into its fp32 .grad by MKL at once, without a bf16 copy to cast (bf16_gemm.py).
-                self._step_weight_grads = weight_grads.Deferred(budget_bytes=0)
+                self._step_weight_grads = weight_grads.Deferred(budget_bytes=0, cast_buffers=self._weight_casts)
         with self._step_weight_grads or contextlib.nullcontext():  # open only during this call
             with self._autocast():
                 loss = self.model(*self._inputs(batch))["loss"]

@@ -56,10 +56,12 @@ def embedding(ids, weight, padding_idx=None):
 class Deferred:
     """The weight gradients of the micro-batches of one step, made at `flush()`."""
 
-    def __init__(self, budget_bytes: int = _BUDGET_BYTES):
+    def __init__(self, budget_bytes: int = _BUDGET_BYTES, cast_buffers: dict | None = None):
         self.budget_bytes = budget_bytes
         self.kept_bytes = 0
         self._weights = {}  # key -> the stacked weights in the forward's dtype, made once per step
+        # (key, dtype) -> their memory, reused step after step when the caller keeps this dict
+        self._cast_buffers = {} if cast_buffers is None else cast_buffers
         self._kept = {}  # key -> (weights, [inputs (N, I)], [output gradients (N, O)])
         self._rows = {}  # id(table) -> (table, [ids (N,)], [output gradients (N, H)])
 
@@ -72,13 +74,22 @@ class Deferred:
         global _active
         _active = None
 
+    @torch.no_grad()
     def stacked(self, weights: tuple, dtype) -> torch.Tensor:
         """(sum O_i, I) in `dtype`: concatenated and cast once per step (the weights change only
-        at the update, after flush)."""
+        at the update, after flush), in one pass into memory kept from the last step when the
+        caller keeps `cast_buffers` (fresh memory for BERT-base's 110M weights in bf16 each step,
+        and a concatenation before the cast, cost ~1 % of a bf16 step, measured)."""
         key = tuple(map(id, weights))
         if key not in self._weights:
-            weight = weights[0] if len(weights) == 1 else torch.cat(weights)
-            self._weights[key] = weight.to(dtype)
+            if weights[0].dtype == dtype and len(weights) == 1:
+                self._weights[key] = weights[0]
+            else:
+                shape = (sum(w.shape[0] for w in weights),) + tuple(weights[0].shape[1:])
+                buffer = self._cast_buffers.get((key, dtype))
+                if buffer is None or tuple(buffer.shape) != shape or buffer.device != weights[0].device:
+                    buffer = self._cast_buffers[(key, dtype)] = weights[0].new_empty(shape, dtype=dtype)
+                self._weights[key] = torch.cat(weights, out=buffer)
         return self._weights[key]
 
     def keep(self, weights: tuple, inputs, grads) -> None:
