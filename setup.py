@@ -40,8 +40,8 @@ setup(
                            optional=True),
                  # The torch binding's dropout masks on a CPU in one pass. optional as above: without
                  # it numpy makes the same masks.
-                 Extension("mindtransformer.backends.torch._dropout_masks",
-                           ["mindtransformer/backends/torch/csrc/dropout_masks.c"], extra_compile_args=["-O3"],
+                 Extension("mindtransformer.backends.torch._dropout",
+                           ["mindtransformer/backends/torch/csrc/dropout.c"], extra_compile_args=["-O3"],
                            optional=True)],
     python_requires=">=3.9",
     install_requires=[

@@ -1,5 +1,5 @@
-"""The bf16 step's CPU shortcuts equal what they replace: dropout masks from the C kernel are
-numpy's masks bit for bit, the chunked cross-entropy is F.cross_entropy's loss and gradient, and
+"""The bf16 step's CPU shortcuts equal what they replace: dropout masks and dropped tensors from
+C are numpy's masks and torch's products bit for bit, the chunked cross-entropy is F.cross_entropy's loss and gradient, and
 the bias-fused linear is F.linear bit for bit."""
 
 import pytest
@@ -20,9 +20,9 @@ def masks(shape, dtype, rows, draws=3):
 def test_the_c_masks_are_numpys_masks(shape, dtype, rows, monkeypatch):
     """Same masks and the same stream afterwards (the next draws equal too), with rows whose
     length is not a multiple of the 4 levels a draw gives."""
-    pytest.importorskip("mindtransformer.backends.torch._dropout_masks", reason="built without a C compiler")
+    pytest.importorskip("mindtransformer.backends.torch._dropout", reason="built without a C compiler")
     from_c = masks(shape, dtype, rows)
-    monkeypatch.setattr(ops, "_dropout_masks", None)
+    monkeypatch.setattr(ops, "_dropout", None)
     from_numpy = masks(shape, dtype, rows)
     for c, n in zip(from_c, from_numpy):
         assert c.dtype == dtype and tuple(c.shape) == shape
@@ -30,8 +30,51 @@ def test_the_c_masks_are_numpys_masks(shape, dtype, rows, monkeypatch):
     assert 0 < float(torch.cat([m.flatten() for m in from_c]).float().mean()) < 1
 
 
+def same_bits(a, b):
+    """Equal bits (so -0.0 is not 0.0), NaN where the other has NaN (its sign and payload aside)."""
+    nan = torch.isnan(a)
+    return torch.equal(nan, torch.isnan(b)) and torch.equal(a.view(torch.int16)[~nan], b.view(torch.int16)[~nan])
+
+
+def awkward_bf16(size, seed):
+    """bf16 values of every kind dropout meets: signs, tiny and huge ones, inf and NaN."""
+    x = (torch.randn(size, generator=torch.Generator().manual_seed(seed)) * 4).bfloat16()
+    x[:6] = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 3e38])
+    x[6:9] = torch.tensor([-1e-38, 1e-40, -2.5])
+    return x
+
+
+@pytest.mark.parametrize("size", [13, 4096, 3 * 4096 + 37])  # under a vector, one block, blocks and a remainder
+def test_c_dropout_is_torchs_bit_for_bit_and_leaves_the_stream_where_numpy_does(size, monkeypatch):
+    pytest.importorskip("mindtransformer.backends.torch._dropout", reason="built without a C compiler")
+    x = awkward_bf16(size, seed=size)
+
+    def two_drops():
+        torch.manual_seed(11)
+        stream = ops.DropoutMasks(0.3)
+        return [stream.drop(x) for _ in range(2)]
+
+    from_c = two_drops()
+    monkeypatch.setattr(ops, "_dropout", None)
+    from_torch = two_drops()
+    for (c_keep, c_dropped), (t_keep, t_dropped) in zip(from_c, from_torch):
+        assert torch.equal(c_keep, t_keep)
+        assert same_bits(c_dropped, t_dropped)
+    assert not torch.equal(from_c[0][0], from_c[1][0])  # the stream moved on
+
+
+@pytest.mark.parametrize("scale", [1 / 0.7, 1.5])  # 1.5: a bf16 times it often lies halfway (ties to even)
+def test_c_gradient_through_the_mask_is_torchs_bit_for_bit(scale, monkeypatch):
+    pytest.importorskip("mindtransformer.backends.torch._dropout", reason="built without a C compiler")
+    grad = awkward_bf16(4096 + 21, seed=1)
+    keep = (torch.rand(grad.shape, generator=torch.Generator().manual_seed(2)) > 0.3).bfloat16()
+    from_c = ops._times_kept(grad, keep, scale)
+    monkeypatch.setattr(ops, "_dropout", None)
+    assert same_bits(from_c, ops._times_kept(grad, keep, scale))
+
+
 def test_the_c_mask_refuses_sizes_it_cannot_fill():
-    kernels = pytest.importorskip("mindtransformer.backends.torch._dropout_masks", reason="built without a C compiler")
+    kernels = pytest.importorskip("mindtransformer.backends.torch._dropout", reason="built without a C compiler")
     import numpy as np
 
     out = np.zeros(10, np.int16)

@@ -1,5 +1,6 @@
 """Ops for the torch binding. Shapes: B batch, T tokens, N heads, D head size, H = N * D."""
 
+import contextlib
 import math
 
 import numpy as np
@@ -8,10 +9,10 @@ import torch.nn.functional as F
 
 from mindtransformer.backends.torch import weight_grads
 
-try:  # dropout masks in C (csrc/dropout_masks.c), built where setup.py found a C compiler
-    from mindtransformer.backends.torch import _dropout_masks
+try:  # dropout in C (csrc/dropout.c), built where setup.py found a C compiler
+    from mindtransformer.backends.torch import _dropout
 except ImportError:
-    _dropout_masks = None
+    _dropout = None
 
 _ACTIVATIONS = {
     "gelu": F.gelu,  # exact erf GELU, as google's BERT
@@ -153,21 +154,36 @@ class _TrainingAttention(torch.autograd.Function):
 def dropout(x, p: float):
     """Training dropout of any tensor on a CPU with `DropoutMasks`: forward and backward of a
     (32, 256, 384) bfloat16 tensor take about half the time of torch's CPU dropout."""
-    masks = DropoutMasks(p)
-    return _Dropout.apply(x, masks.multiplier(x.shape, x.dtype), masks.scale)
+    return _Dropout.apply(x, DropoutMasks(p))
 
 
 class _Dropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, keep, scale: float):
-        ctx.scale = scale
+    def forward(ctx, x, masks):
+        keep, dropped = masks.drop(x)
+        ctx.scale = masks.scale
         ctx.save_for_backward(keep)
-        return torch.mul(x, keep).mul_(scale)
+        return dropped
 
     @staticmethod
     def backward(ctx, grad_output):
         (keep,) = ctx.saved_tensors
-        return torch.mul(grad_output, keep).mul_(ctx.scale), None, None
+        return _times_kept(grad_output, keep, ctx.scale), None
+
+
+def _times_kept(x, keep, scale: float):
+    """x * keep * scale, x and keep of one shape and dtype. bf16 in C when built: one pass and one
+    rounding, the bits of torch's two passes (whose first product, by 0 or 1, is exact)."""
+    if x.dtype == torch.bfloat16 and _dropout is not None and x.is_contiguous() and keep.is_contiguous():
+        out = torch.empty(x.shape, dtype=x.dtype)
+        _dropout.times_kept_bf16(_bits(x), _bits(keep), _bits(out), scale)
+        return out
+    return torch.mul(x, keep).mul_(scale)
+
+
+def _bits(t):
+    """A contiguous 16-bit CPU tensor's bits as a numpy array (its memory, for the C functions)."""
+    return t.view(torch.int16).numpy()
 
 
 _DROP_LEVELS = 1 << 16  # the drop probability is rounded to a multiple of 1/65536
@@ -182,7 +198,7 @@ class DropoutMasks:
     The bits come from numpy's SFC64, four 16-bit levels per 64-bit draw (torch's CPU `bernoulli_`
     draws one Mersenne-Twister number per element, ~8 ns), seeded by one draw from torch's default
     generator: torch.manual_seed and a restored RNG state reproduce the masks. bf16 and fp16 masks
-    come from C (csrc/dropout_masks.c) when it is built: the same draws and masks in one pass,
+    come from C (csrc/dropout.c) when it is built: the same draws and masks in one pass,
     where numpy's way (draw, slice, compare, multiply) makes five. That took ~250 ms of a
     BERT-base bf16 step at 32 samples; C, 2.5 % of the step less (measured).
     """
@@ -195,12 +211,10 @@ class DropoutMasks:
     def multiplier(self, shape, dtype, rows: int = 1):
         """The stream's next mask of `shape` in `dtype`: 1 keeps, 0 drops. Each of the `rows` leading
         slices (the examples) starts on a fresh draw, so masks made per example are its slices."""
-        if dtype in _ONE_BITS and _dropout_masks is not None:
+        if dtype in _ONE_BITS and _dropout is not None:
             mask = torch.empty(shape, dtype=dtype)
-            state = self._bits.state  # a copy; C advances its 4 words, which then become the stream's
-            _dropout_masks.keep_mask(state["state"]["state"], mask.view(torch.int16).numpy(), rows, self.threshold,
-                                     _ONE_BITS[dtype])
-            self._bits.state = state
+            with self._state() as words:
+                _dropout.keep_mask(words, _bits(mask), rows, self.threshold, _ONE_BITS[dtype])
             return mask
         per_row = math.prod(shape) // rows
         levels = self._bits.random_raw(rows * -(-per_row // 4)).view(np.uint16).reshape(rows, -1)[:, :per_row]
@@ -209,6 +223,24 @@ class DropoutMasks:
             bits = np.multiply(keep, np.uint16(_ONE_BITS[dtype]), dtype=np.uint16)
             return torch.from_numpy(bits.view(np.int16)).view(dtype).view(shape)
         return torch.from_numpy(keep.astype(_NUMPY_FLOATS[dtype])).view(shape)
+
+    def drop(self, x):
+        """(keep, x * keep * scale): the stream's next mask of x's shape and dtype, and x dropped.
+        A contiguous bf16 x in one pass in C when built (the same mask and bits)."""
+        if x.dtype == torch.bfloat16 and _dropout is not None and x.device.type == "cpu" and x.is_contiguous():
+            keep, dropped = torch.empty(x.shape, dtype=x.dtype), torch.empty(x.shape, dtype=x.dtype)
+            with self._state() as words:
+                _dropout.dropout_bf16(words, _bits(x), _bits(dropped), _bits(keep), self.threshold, self.scale)
+            return keep, dropped
+        keep = self.multiplier(x.shape, x.dtype)
+        return keep, _times_kept(x, keep, self.scale)
+
+    @contextlib.contextmanager
+    def _state(self):
+        """The stream's 4 state words (uint64) for C to advance in place; the stream continues from them."""
+        state = self._bits.state  # a copy
+        yield state["state"]["state"]
+        self._bits.state = state
 
 
 def prepend(x, prefix):

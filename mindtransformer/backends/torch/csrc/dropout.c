@@ -1,0 +1,232 @@
+/* Dropout for the torch binding on a CPU (mindtransformer.backends.torch._dropout).
+
+Optional: setup.py builds it when a C compiler is there; without it ops.DropoutMasks and
+ops.dropout do the same in numpy and torch, to the same bits (the tests compare both).
+
+keep_mask: dropout's keep masks as bf16 / fp16 bits, 1.0 where a 16-bit level drawn from numpy's
+SFC64 is >= threshold, else 0: the same draws and the same masks as numpy's
+`SFC64.random_raw(...).view(np.uint16)` (ops.DropoutMasks), in one pass where numpy's way makes
+five (draw, view, slice, compare, multiply).
+
+dropout_bf16: the next keep mask of a bf16 tensor's size and the tensor times it times the scale,
+in one pass; times_kept_bf16: a bf16 gradient times a kept mask times the scale (the backward).
+Both compute x * keep * scale in fp32 and round once to bf16 (to nearest, ties to even; NaN stays
+NaN): the bits of torch's `torch.mul(x, keep).mul_(scale)`, whose first product is exact, in one
+pass instead of two. 16 values at a time with AVX-512 where the CPU has it (checked at run time),
+else one at a time, to the same bits.
+
+Arrays travel through the buffer protocol (numpy views of the tensors' bits), so building needs
+neither numpy's nor torch's headers. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define HAVE_AVX512 1
+#else
+#define HAVE_AVX512 0
+#endif
+
+static inline float bf16_to_float(uint16_t bits) {
+    uint32_t wide = (uint32_t)bits << 16;
+    float value;
+    memcpy(&value, &wide, sizeof value);
+    return value;
+}
+
+static inline uint16_t float_to_bf16(float value) {  /* to nearest, ties to even; a NaN stays a quiet NaN */
+    uint32_t bits;
+    memcpy(&bits, &value, sizeof bits);
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
+    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
+}
+
+/* out = x * keep * scale for n bf16 values, one rounding. */
+static void times_kept_scalar(const uint16_t *x, const uint16_t *keep, uint16_t *out, Py_ssize_t n, float scale) {
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = float_to_bf16(bf16_to_float(x[i]) * bf16_to_float(keep[i]) * scale);
+}
+
+#if HAVE_AVX512
+#define AVX512 __attribute__((target("avx512f")))
+
+AVX512 static inline __m512 load_bf16(const uint16_t *p) {
+    __m256i half = _mm256_loadu_si256((const __m256i *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+}
+
+AVX512 static inline void store_bf16(uint16_t *p, __m512 value) {
+    __m512i bits = _mm512_castps_si512(value);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
+    __mmask16 nan = _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q);
+    rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0));
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(rounded));
+}
+
+AVX512 static Py_ssize_t times_kept_avx512(const uint16_t *x, const uint16_t *keep, uint16_t *out, Py_ssize_t n,
+                                           float scale) {
+    __m512 factor = _mm512_set1_ps(scale);
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        store_bf16(out + i, _mm512_mul_ps(_mm512_mul_ps(load_bf16(x + i), load_bf16(keep + i)), factor));
+    return i;
+}
+#endif
+
+static void times_kept(const uint16_t *x, const uint16_t *keep, uint16_t *out, Py_ssize_t n, float scale) {
+    Py_ssize_t done = 0;
+#if HAVE_AVX512
+    if (__builtin_cpu_supports("avx512f")) done = times_kept_avx512(x, keep, out, n, scale);
+#endif
+    times_kept_scalar(x + done, keep + done, out + done, n - done, scale);
+}
+
+static inline uint64_t sfc64_next(uint64_t *s) {  /* numpy's sfc64_next: s = a, b, c, counter */
+    const uint64_t tmp = s[0] + s[1] + s[3]++;
+    s[0] = s[1] ^ (s[1] >> 11);
+    s[1] = s[2] + (s[2] << 3);
+    s[2] = ((s[2] << 24) | (s[2] >> 40)) + tmp;
+    return tmp;
+}
+
+static void keep_mask_loop(uint64_t *state, uint16_t *out, Py_ssize_t rows, Py_ssize_t per_row, uint16_t threshold,
+                           uint16_t one_bits) {
+    for (Py_ssize_t row = 0; row < rows; row++) {  /* each row starts on a fresh draw, as in numpy's reshape */
+        uint16_t *o = out + row * per_row;
+        Py_ssize_t j = 0;
+        for (; j + 4 <= per_row; j += 4) {
+            uint64_t draw = sfc64_next(state);
+            for (int k = 0; k < 4; k++) o[j + k] = (uint16_t)(draw >> (16 * k)) >= threshold ? one_bits : 0;
+        }
+        if (j < per_row) {
+            uint64_t draw = sfc64_next(state);
+            for (int k = 0; j + k < per_row; k++) o[j + k] = (uint16_t)(draw >> (16 * k)) >= threshold ? one_bits : 0;
+        }
+    }
+}
+
+#define DROPOUT_BLOCK 4096  /* values per block: its mask (8 KB) is still in L1 when applied */
+
+static void dropout_loop(uint64_t *state, const uint16_t *x, uint16_t *out, uint16_t *keep, Py_ssize_t n,
+                         uint16_t threshold, float scale) {
+    for (Py_ssize_t start = 0; start < n; start += DROPOUT_BLOCK) {  /* blocks of whole draws: 4096 = 4 x 1024 */
+        Py_ssize_t size = n - start < DROPOUT_BLOCK ? n - start : DROPOUT_BLOCK;
+        keep_mask_loop(state, keep + start, 1, size, threshold, 0x3F80);
+        times_kept(x + start, keep + start, out + start, size, scale);
+    }
+}
+
+/* A buffer of `itemsize`-byte items, writable if asked; a clear TypeError / ValueError if not. */
+static int get_items(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, int writable, const char *name) {
+    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
+    if (view->len % itemsize != 0) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zd-byte items", name, view->len,
+                     itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *keep_mask(PyObject *self, PyObject *args) {
+    PyObject *state_object, *out_object;
+    Py_ssize_t rows;
+    unsigned int threshold, one_bits;
+    if (!PyArg_ParseTuple(args, "OOnII", &state_object, &out_object, &rows, &threshold, &one_bits)) return NULL;
+    if (threshold > 0xFFFF || one_bits > 0xFFFF || rows < 1) {
+        PyErr_SetString(PyExc_ValueError, "keep_mask: threshold and one_bits are 16-bit, rows >= 1");
+        return NULL;
+    }
+    Py_buffer state, out;
+    if (get_items(state_object, &state, 8, 1, "state") < 0) return NULL;
+    if (get_items(out_object, &out, 2, 1, "out") < 0) {
+        PyBuffer_Release(&state);
+        return NULL;
+    }
+    if (state.len != 4 * 8 || (out.len / 2) % rows != 0) {
+        PyErr_SetString(PyExc_ValueError, "keep_mask: state is SFC64's 4 uint64, out's size a multiple of rows");
+    } else {
+        Py_BEGIN_ALLOW_THREADS keep_mask_loop(state.buf, out.buf, rows, out.len / 2 / rows, (uint16_t)threshold,
+                                              (uint16_t)one_bits);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&state);
+    PyBuffer_Release(&out);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *dropout_bf16(PyObject *self, PyObject *args) {
+    PyObject *state_object, *x_object, *out_object, *keep_object;
+    unsigned int threshold;
+    float scale;
+    if (!PyArg_ParseTuple(args, "OOOOIf", &state_object, &x_object, &out_object, &keep_object, &threshold, &scale))
+        return NULL;
+    if (threshold > 0xFFFF) {
+        PyErr_SetString(PyExc_ValueError, "dropout_bf16: threshold is 16-bit");
+        return NULL;
+    }
+    Py_buffer state, x, out, keep;
+    if (get_items(state_object, &state, 8, 1, "state") < 0) return NULL;
+    if (get_items(x_object, &x, 2, 0, "x") < 0) goto release_state;
+    if (get_items(out_object, &out, 2, 1, "out") < 0) goto release_x;
+    if (get_items(keep_object, &keep, 2, 1, "keep") < 0) goto release_out;
+    if (state.len != 4 * 8 || x.len != out.len || x.len != keep.len) {
+        PyErr_SetString(PyExc_ValueError, "dropout_bf16: state is SFC64's 4 uint64; x, out and keep of one size");
+    } else {
+        Py_BEGIN_ALLOW_THREADS dropout_loop(state.buf, x.buf, out.buf, keep.buf, x.len / 2, (uint16_t)threshold, scale);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&keep);
+release_out:
+    PyBuffer_Release(&out);
+release_x:
+    PyBuffer_Release(&x);
+release_state:
+    PyBuffer_Release(&state);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *times_kept_bf16(PyObject *self, PyObject *args) {
+    PyObject *x_object, *keep_object, *out_object;
+    float scale;
+    if (!PyArg_ParseTuple(args, "OOOf", &x_object, &keep_object, &out_object, &scale)) return NULL;
+    Py_buffer x, keep, out;
+    if (get_items(x_object, &x, 2, 0, "x") < 0) return NULL;
+    if (get_items(keep_object, &keep, 2, 0, "keep") < 0) goto release_x;
+    if (get_items(out_object, &out, 2, 1, "out") < 0) goto release_keep;
+    if (x.len != keep.len || x.len != out.len) {
+        PyErr_SetString(PyExc_ValueError, "times_kept_bf16: x, keep and out of one size");
+    } else {
+        Py_BEGIN_ALLOW_THREADS times_kept(x.buf, keep.buf, out.buf, x.len / 2, scale);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&out);
+release_keep:
+    PyBuffer_Release(&keep);
+release_x:
+    PyBuffer_Release(&x);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"dropout_bf16", dropout_bf16, METH_VARARGS,
+     "dropout_bf16(state, x, out, keep, threshold, scale): keep = the next mask of x's size (as keep_mask with one "
+     "row), out = x * keep * scale; bf16 bits as uint16 buffers of one size, state advanced in place."},
+    {"times_kept_bf16", times_kept_bf16, METH_VARARGS,
+     "times_kept_bf16(x, keep, out, scale): out = x * keep * scale, rounded once; bf16 bits as uint16 buffers."},
+    {"keep_mask", keep_mask, METH_VARARGS,
+     "keep_mask(state, out, rows, threshold, one_bits): out (rows * per_row uint16) = one_bits where the next 16-bit "
+     "level of numpy's SFC64 (state: its 4 uint64, advanced in place; each row starts on a fresh draw) is >= "
+     "threshold, else 0."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_dropout", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__dropout(void) { return PyModule_Create(&module); }
