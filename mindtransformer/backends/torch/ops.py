@@ -174,7 +174,8 @@ class _Dropout(torch.autograd.Function):
 def _times_kept(x, keep, scale: float):
     """x * keep * scale, x and keep of one shape and dtype. bf16 in C when built: one pass and one
     rounding, the bits of torch's two passes (whose first product, by 0 or 1, is exact)."""
-    if x.dtype == torch.bfloat16 and _dropout is not None and x.is_contiguous() and keep.is_contiguous():
+    if (x.dtype == torch.bfloat16 and _dropout is not None and x.device.type == "cpu" and x.is_contiguous()
+            and keep.is_contiguous()):
         out = torch.empty(x.shape, dtype=x.dtype)
         _dropout.times_kept_bf16(_bits(x), _bits(keep), _bits(out), scale)
         return out
