@@ -170,8 +170,9 @@ def test_torch_bf16_casts_each_weight_once_per_step_and_accumulates_the_gradient
             self.ids, self.count = {id(p) for p in parameters}, 0  # matrices: biases are cheap
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            # a cast (_to_copy), or a concatenation into bf16 memory kept from the last step (cat.out)
-            sources = args[0] if func is torch.ops.aten.cat.out else [args[0]] if func is torch.ops.aten._to_copy.default else []
+            # a cast (_to_copy), or a copy into bf16 memory kept from the last step (copy_)
+            sources = ([args[1]] if func is torch.ops.aten.copy_.default
+                       else [args[0]] if func is torch.ops.aten._to_copy.default else [])
             self.count += sum(1 for t in sources if id(t) in self.ids and t.dim() == 2)
             return func(*args, **(kwargs or {}))
 
