@@ -31,9 +31,11 @@ def test_the_c_masks_are_numpys_masks(shape, dtype, rows, monkeypatch):
 
 
 def same_bits(a, b):
-    """Equal bits (so -0.0 is not 0.0), NaN where the other has NaN (its sign and payload aside)."""
+    """Equal dtypes and bits (so -0.0 is not 0.0), NaN where the other has NaN (its sign and payload aside)."""
     nan = torch.isnan(a)
-    return torch.equal(nan, torch.isnan(b)) and torch.equal(a.view(torch.int16)[~nan], b.view(torch.int16)[~nan])
+    integers = torch.int16 if a.element_size() == 2 else torch.int32
+    return (a.dtype == b.dtype and torch.equal(nan, torch.isnan(b))
+            and torch.equal(a.view(integers)[~nan], b.view(integers)[~nan]))
 
 
 def awkward_bf16(size, seed):
@@ -71,6 +73,60 @@ def test_c_gradient_through_the_mask_is_torchs_bit_for_bit(scale, monkeypatch):
     from_c = ops._times_kept(grad, keep, scale)
     monkeypatch.setattr(ops, "_dropout", None)
     assert same_bits(from_c, ops._times_kept(grad, keep, scale))
+
+
+@pytest.mark.parametrize("size", [13, 3 * 4096 + 37])
+def test_c_dropout_plus_an_fp32_residual_is_torchs_sum_bit_for_bit(size, monkeypatch):
+    """The residual added in the dropout's pass: torch's bf16 product, then its fp32 sum with the
+    residual (the mixed-dtype add), bit for bit; the stream moves on as without the residual."""
+    pytest.importorskip("mindtransformer.backends.torch._dropout", reason="built without a C compiler")
+    x = awkward_bf16(size, seed=size)
+    residual = awkward_bf16(size, seed=size + 1).float().flip(0) * 1.001  # fp32 values no bf16 holds
+
+    def two_drops():
+        torch.manual_seed(11)
+        stream = ops.DropoutMasks(0.3)
+        return [stream.drop(x, residual) for _ in range(2)]
+
+    from_c = two_drops()
+    monkeypatch.setattr(ops, "_dropout", None)
+    from_torch = two_drops()
+    for (c_keep, c_sum), (t_keep, t_sum) in zip(from_c, from_torch):
+        assert torch.equal(c_keep, t_keep)
+        assert c_sum.dtype == torch.float32 and same_bits(c_sum, t_sum)
+    assert not torch.equal(from_c[0][0], from_c[1][0])
+
+
+@pytest.mark.parametrize("scale", [1 / 0.7, 1.5])
+def test_c_gradient_of_fp32_through_a_bf16_mask_rounds_as_torchs_cast_then_product(scale, monkeypatch):
+    """An fp32 gradient (the residual sum's) through a bf16 mask: rounded to bf16 once, then times
+    the mask and the scale and rounded again, as autograd's cast and the product were."""
+    pytest.importorskip("mindtransformer.backends.torch._dropout", reason="built without a C compiler")
+    grad = awkward_bf16(4096 + 21, seed=3).float() * 1.0009765  # halfway and off-grid values for the first rounding
+    keep = (torch.rand(grad.shape, generator=torch.Generator().manual_seed(2)) > 0.3).bfloat16()
+    from_c = ops._times_kept(grad, keep, scale)
+    assert from_c.dtype == torch.bfloat16
+    assert same_bits(from_c, torch.mul(grad.bfloat16(), keep).mul_(scale))
+    monkeypatch.setattr(ops, "_dropout", None)
+    assert same_bits(from_c, ops._times_kept(grad, keep, scale))
+
+
+def test_dropout_with_the_residual_is_dropout_then_the_sum_forward_and_backward():
+    """ops.dropout(x, p, residual) against ops.dropout(x, p) + residual from the same seed: the same
+    output and the same gradients for x and the residual, bit for bit."""
+    x0 = torch.randn(4, 16, 64).bfloat16()
+    residual0 = torch.randn(4, 16, 64)
+    upstream = torch.randn(4, 16, 64)
+
+    def run(fused: bool):
+        x, residual = x0.clone().requires_grad_(), residual0.clone().requires_grad_()
+        torch.manual_seed(5)
+        out = ops.dropout(x, 0.1, residual) if fused else ops.dropout(x, 0.1) + residual
+        out.backward(upstream)
+        return out.detach(), x.grad, residual.grad
+
+    for ours, theirs in zip(run(True), run(False)):
+        assert same_bits(ours, theirs)
 
 
 def test_the_c_mask_refuses_sizes_it_cannot_fill():

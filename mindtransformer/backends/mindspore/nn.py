@@ -86,10 +86,11 @@ class Dropout(Module):
         super().__init__()
         self.p = p
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """dropout(x), or dropout(x) + residual (the torch binding's one pass on a CPU)."""
         if self.training and self.p > 0:
-            return _ops.dropout(x, p=self.p, training=True)
-        return x
+            x = _ops.dropout(x, p=self.p, training=True)
+        return x if residual is None else x + residual
 
 
 def zeros_parameter(size: int):

@@ -43,10 +43,12 @@ class Dropout(_nn.Dropout):
     def __init__(self, p: float):
         super().__init__(p)
 
-    def forward(self, x):
+    def forward(self, x, residual=None):
+        """dropout(x), or dropout(x) + residual: on a CPU one pass for both (ops.dropout)."""
         if self.training and self.p > 0 and x.device.type == "cpu":
-            return ops.dropout(x, self.p)
-        return super().forward(x)
+            return ops.dropout(x, self.p, residual)
+        dropped = super().forward(x)
+        return dropped if residual is None else dropped + residual
 
 
 def zeros_parameter(size: int):

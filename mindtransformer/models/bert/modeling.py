@@ -79,7 +79,7 @@ class BertResidualOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x, residual):
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)  # (B, Tq, H)
+        return self.LayerNorm(self.dropout(self.dense(x), residual))  # dropout(dense(x)) + residual: (B, Tq, H)
 
 
 class BertAttention(nn.Module):

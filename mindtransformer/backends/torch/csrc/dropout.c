@@ -9,7 +9,10 @@ SFC64 is >= threshold, else 0: the same draws and the same masks as numpy's
 five (draw, view, slice, compare, multiply).
 
 dropout_bf16: the next keep mask of a bf16 tensor's size and the tensor times it times the scale,
-in one pass; times_kept_bf16: a bf16 gradient times a kept mask times the scale (the backward).
+in one pass; given an fp32 residual, the fp32 sum residual + that instead (a transformer's
+`dropout(x) + residual` under bf16 autocast, whose mixed-dtype add is a slow pass of its own in
+torch). times_kept_bf16: a gradient times a kept mask times the scale (the backward), the gradient
+bf16 or fp32 (rounded to bf16 first, as autograd's cast for the bf16 input of the add would).
 Both compute x * keep * scale in fp32 and round once to bf16 (to nearest, ties to even; NaN stays
 NaN): the bits of torch's `torch.mul(x, keep).mul_(scale)`, whose first product is exact, in one
 pass instead of two. 16 values at a time with AVX-512 where the CPU has it (checked at run time),
@@ -44,9 +47,21 @@ static inline uint16_t float_to_bf16(float value) {  /* to nearest, ties to even
     return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
 }
 
-/* out = x * keep * scale for n bf16 values, one rounding. */
-static void times_kept_scalar(const uint16_t *x, const uint16_t *keep, uint16_t *out, Py_ssize_t n, float scale) {
-    for (Py_ssize_t i = 0; i < n; i++) out[i] = float_to_bf16(bf16_to_float(x[i]) * bf16_to_float(keep[i]) * scale);
+/* out = x * keep * scale for n bf16 values, one rounding; x bf16 bits, or fp32 values rounded to bf16
+   first when x_float (then x_bits is NULL). */
+static void times_kept_scalar(const uint16_t *x_bits, const float *x_float, const uint16_t *keep, uint16_t *out,
+                              Py_ssize_t n, float scale) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float x = bf16_to_float(x_float ? float_to_bf16(x_float[i]) : x_bits[i]);
+        out[i] = float_to_bf16(x * bf16_to_float(keep[i]) * scale);
+    }
+}
+
+/* out = residual + bf16(x * keep * scale) in fp32, for n values. */
+static void plus_times_kept_scalar(const uint16_t *x, const uint16_t *keep, const float *residual, float *out,
+                                   Py_ssize_t n, float scale) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        out[i] = residual[i] + bf16_to_float(float_to_bf16(bf16_to_float(x[i]) * bf16_to_float(keep[i]) * scale));
 }
 
 #if HAVE_AVX512
@@ -57,31 +72,71 @@ AVX512 static inline __m512 load_bf16(const uint16_t *p) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
 }
 
-AVX512 static inline void store_bf16(uint16_t *p, __m512 value) {
+/* 16 fp32 values rounded to bf16 (as float_to_bf16), in the low 16 bits of each 32-bit lane */
+AVX512 static inline __m512i round_bf16(__m512 value) {
     __m512i bits = _mm512_castps_si512(value);
     __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
     __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
     __mmask16 nan = _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q);
-    rounded = _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0));
-    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(rounded));
+    return _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0));
 }
 
-AVX512 static Py_ssize_t times_kept_avx512(const uint16_t *x, const uint16_t *keep, uint16_t *out, Py_ssize_t n,
-                                           float scale) {
+AVX512 static inline __m512 rounded_to_bf16(__m512 value) {  /* the fp32 value of round_bf16's result */
+    return _mm512_castsi512_ps(_mm512_slli_epi32(round_bf16(value), 16));
+}
+
+AVX512 static inline void store_bf16(uint16_t *p, __m512 value) {
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(round_bf16(value)));
+}
+
+AVX512 static Py_ssize_t times_kept_avx512(const uint16_t *x_bits, const float *x_float, const uint16_t *keep,
+                                           uint16_t *out, Py_ssize_t n, float scale) {
     __m512 factor = _mm512_set1_ps(scale);
     Py_ssize_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        store_bf16(out + i, _mm512_mul_ps(_mm512_mul_ps(load_bf16(x + i), load_bf16(keep + i)), factor));
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = x_float ? rounded_to_bf16(_mm512_loadu_ps(x_float + i)) : load_bf16(x_bits + i);
+        store_bf16(out + i, _mm512_mul_ps(_mm512_mul_ps(x, load_bf16(keep + i)), factor));
+    }
+    return i;
+}
+
+AVX512 static Py_ssize_t plus_times_kept_avx512(const uint16_t *x, const uint16_t *keep, const float *residual,
+                                                float *out, Py_ssize_t n, float scale) {
+    __m512 factor = _mm512_set1_ps(scale);
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 dropped = rounded_to_bf16(_mm512_mul_ps(_mm512_mul_ps(load_bf16(x + i), load_bf16(keep + i)), factor));
+        _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(residual + i), dropped));
+    }
     return i;
 }
 #endif
 
-static void times_kept(const uint16_t *x, const uint16_t *keep, uint16_t *out, Py_ssize_t n, float scale) {
+static int have_avx512(void) {
+#if HAVE_AVX512
+    return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+static void times_kept(const uint16_t *x_bits, const float *x_float, const uint16_t *keep, uint16_t *out,
+                       Py_ssize_t n, float scale) {
     Py_ssize_t done = 0;
 #if HAVE_AVX512
-    if (__builtin_cpu_supports("avx512f")) done = times_kept_avx512(x, keep, out, n, scale);
+    if (have_avx512()) done = times_kept_avx512(x_bits, x_float, keep, out, n, scale);
 #endif
-    times_kept_scalar(x + done, keep + done, out + done, n - done, scale);
+    times_kept_scalar(x_float ? NULL : x_bits + done, x_float ? x_float + done : NULL, keep + done, out + done,
+                      n - done, scale);
+}
+
+static void plus_times_kept(const uint16_t *x, const uint16_t *keep, const float *residual, float *out, Py_ssize_t n,
+                            float scale) {
+    Py_ssize_t done = 0;
+#if HAVE_AVX512
+    if (have_avx512()) done = plus_times_kept_avx512(x, keep, residual, out, n, scale);
+#endif
+    plus_times_kept_scalar(x + done, keep + done, residual + done, out + done, n - done, scale);
 }
 
 static inline uint64_t sfc64_next(uint64_t *s) {  /* numpy's sfc64_next: s = a, b, c, counter */
@@ -110,12 +165,16 @@ static void keep_mask_loop(uint64_t *state, uint16_t *out, Py_ssize_t rows, Py_s
 
 #define DROPOUT_BLOCK 4096  /* values per block: its mask (8 KB) is still in L1 when applied */
 
-static void dropout_loop(uint64_t *state, const uint16_t *x, uint16_t *out, uint16_t *keep, Py_ssize_t n,
-                         uint16_t threshold, float scale) {
+/* out = x * keep * scale (bf16 bits), or residual + that in fp32 when residual is not NULL. */
+static void dropout_loop(uint64_t *state, const uint16_t *x, void *out, uint16_t *keep, Py_ssize_t n,
+                         uint16_t threshold, float scale, const float *residual) {
     for (Py_ssize_t start = 0; start < n; start += DROPOUT_BLOCK) {  /* blocks of whole draws: 4096 = 4 x 1024 */
         Py_ssize_t size = n - start < DROPOUT_BLOCK ? n - start : DROPOUT_BLOCK;
         keep_mask_loop(state, keep + start, 1, size, threshold, 0x3F80);
-        times_kept(x + start, keep + start, out + start, size, scale);
+        if (residual)
+            plus_times_kept(x + start, keep + start, residual + start, (float *)out + start, size, scale);
+        else
+            times_kept(x + start, NULL, keep + start, (uint16_t *)out + start, size, scale);
     }
 }
 
@@ -160,26 +219,35 @@ static PyObject *keep_mask(PyObject *self, PyObject *args) {
 }
 
 static PyObject *dropout_bf16(PyObject *self, PyObject *args) {
-    PyObject *state_object, *x_object, *out_object, *keep_object;
+    PyObject *state_object, *x_object, *out_object, *keep_object, *residual_object = Py_None;
     unsigned int threshold;
     float scale;
-    if (!PyArg_ParseTuple(args, "OOOOIf", &state_object, &x_object, &out_object, &keep_object, &threshold, &scale))
+    if (!PyArg_ParseTuple(args, "OOOOIf|O", &state_object, &x_object, &out_object, &keep_object, &threshold, &scale,
+                          &residual_object))
         return NULL;
     if (threshold > 0xFFFF) {
         PyErr_SetString(PyExc_ValueError, "dropout_bf16: threshold is 16-bit");
         return NULL;
     }
-    Py_buffer state, x, out, keep;
+    int with_residual = residual_object != Py_None;
+    Py_ssize_t out_size = with_residual ? 4 : 2;
+    Py_buffer state, x, out, keep, residual = {0};
     if (get_items(state_object, &state, 8, 1, "state") < 0) return NULL;
     if (get_items(x_object, &x, 2, 0, "x") < 0) goto release_state;
-    if (get_items(out_object, &out, 2, 1, "out") < 0) goto release_x;
+    if (get_items(out_object, &out, out_size, 1, "out") < 0) goto release_x;
     if (get_items(keep_object, &keep, 2, 1, "keep") < 0) goto release_out;
-    if (state.len != 4 * 8 || x.len != out.len || x.len != keep.len) {
-        PyErr_SetString(PyExc_ValueError, "dropout_bf16: state is SFC64's 4 uint64; x, out and keep of one size");
+    if (with_residual && get_items(residual_object, &residual, 4, 0, "residual") < 0) goto release_keep;
+    if (state.len != 4 * 8 || out.len / out_size != x.len / 2 || x.len != keep.len ||
+        (with_residual && residual.len != out.len)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "dropout_bf16: state is SFC64's 4 uint64; x, out, keep (and residual) of one count");
     } else {
-        Py_BEGIN_ALLOW_THREADS dropout_loop(state.buf, x.buf, out.buf, keep.buf, x.len / 2, (uint16_t)threshold, scale);
+        Py_BEGIN_ALLOW_THREADS dropout_loop(state.buf, x.buf, out.buf, keep.buf, x.len / 2, (uint16_t)threshold, scale,
+                                            with_residual ? residual.buf : NULL);
         Py_END_ALLOW_THREADS
     }
+    if (with_residual) PyBuffer_Release(&residual);
+release_keep:
     PyBuffer_Release(&keep);
 release_out:
     PyBuffer_Release(&out);
@@ -194,15 +262,18 @@ release_state:
 static PyObject *times_kept_bf16(PyObject *self, PyObject *args) {
     PyObject *x_object, *keep_object, *out_object;
     float scale;
-    if (!PyArg_ParseTuple(args, "OOOf", &x_object, &keep_object, &out_object, &scale)) return NULL;
+    int x_float;
+    if (!PyArg_ParseTuple(args, "OOOfp", &x_object, &keep_object, &out_object, &scale, &x_float)) return NULL;
     Py_buffer x, keep, out;
-    if (get_items(x_object, &x, 2, 0, "x") < 0) return NULL;
+    Py_ssize_t x_size = x_float ? 4 : 2;
+    if (get_items(x_object, &x, x_size, 0, "x") < 0) return NULL;
     if (get_items(keep_object, &keep, 2, 0, "keep") < 0) goto release_x;
     if (get_items(out_object, &out, 2, 1, "out") < 0) goto release_keep;
-    if (x.len != keep.len || x.len != out.len) {
-        PyErr_SetString(PyExc_ValueError, "times_kept_bf16: x, keep and out of one size");
+    if (x.len / x_size != keep.len / 2 || keep.len != out.len) {
+        PyErr_SetString(PyExc_ValueError, "times_kept_bf16: x, keep and out of one count");
     } else {
-        Py_BEGIN_ALLOW_THREADS times_kept(x.buf, keep.buf, out.buf, x.len / 2, scale);
+        Py_BEGIN_ALLOW_THREADS times_kept(x_float ? NULL : x.buf, x_float ? x.buf : NULL, keep.buf, out.buf,
+                                          keep.len / 2, scale);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&out);
@@ -216,10 +287,12 @@ release_x:
 
 static PyMethodDef methods[] = {
     {"dropout_bf16", dropout_bf16, METH_VARARGS,
-     "dropout_bf16(state, x, out, keep, threshold, scale): keep = the next mask of x's size (as keep_mask with one "
-     "row), out = x * keep * scale; bf16 bits as uint16 buffers of one size, state advanced in place."},
+     "dropout_bf16(state, x, out, keep, threshold, scale, residual=None): keep = the next mask of x's size (as "
+     "keep_mask with one row), out = x * keep * scale; bf16 bits as uint16 buffers of one count, state advanced in "
+     "place. Given an fp32 residual, out (fp32) = residual + that bf16 product."},
     {"times_kept_bf16", times_kept_bf16, METH_VARARGS,
-     "times_kept_bf16(x, keep, out, scale): out = x * keep * scale, rounded once; bf16 bits as uint16 buffers."},
+     "times_kept_bf16(x, keep, out, scale, x_float): out = x * keep * scale, rounded once; bf16 bits as uint16 "
+     "buffers, x fp32 (rounded to bf16 first) when x_float."},
     {"keep_mask", keep_mask, METH_VARARGS,
      "keep_mask(state, out, rows, threshold, one_bits): out (rows * per_row uint16) = one_bits where the next 16-bit "
      "level of numpy's SFC64 (state: its 4 uint64, advanced in place; each row starts on a fresh draw) is >= "
