@@ -41,7 +41,14 @@ setup(
                  # The torch binding's dropout masks on a CPU in one pass. optional as above: without
                  # it numpy makes the same masks.
                  Extension("mindtransformer.backends.torch._dropout",
-                           ["mindtransformer/backends/torch/csrc/dropout.c"], extra_compile_args=["-O3"],
+                           ["mindtransformer/backends/torch/csrc/dropout.c"],
+                           depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
+                           optional=True),
+                 # LayerNorm with the bf16 copy of its output for bf16 steps on a CPU; optional:
+                 # without it torch's LayerNorm and casts run.
+                 Extension("mindtransformer.backends.torch._layer_norm",
+                           ["mindtransformer/backends/torch/csrc/layer_norm.c"],
+                           depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
                            optional=True)],
     python_requires=">=3.9",
     install_requires=[

@@ -3,7 +3,7 @@
 import torch
 from torch import nn as _nn
 
-from . import ops, weight_grads
+from . import layer_norm, ops, weight_grads
 
 Module = _nn.Module
 ModuleList = _nn.ModuleList
@@ -37,6 +37,11 @@ class Embedding(_nn.Embedding):
 class LayerNorm(_nn.LayerNorm):
     def __init__(self, dim: int, eps: float):
         super().__init__(dim, eps=eps)
+
+    def forward(self, x):
+        """torch's LayerNorm over the last dimension; in bf16 steps on a CPU with its output's bf16
+        copy made in the same pass (layer_norm.py)."""
+        return layer_norm.layer_norm(x, self.weight, self.bias, self.eps)
 
 
 class Dropout(_nn.Dropout):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mindtransformer.backends.torch import bf16_gemm
+from mindtransformer.backends.torch import bf16_gemm, layer_norm
 
 _BUDGET_BYTES = 1 << 30  # inputs and output gradients kept per step (BERT-base, 2 x 128 tokens: ~80 MB each)
 _active = None  # the open Deferred collection, or None
@@ -37,7 +37,9 @@ _active = None  # the open Deferred collection, or None
 def linear(x, weights: tuple, bias):
     """x (..., I) through the stacked weights (O_i, I) and bias (sum O_i,) or None -> (..., sum O_i).
 
-    Deferred while a collection is open, gradients are on and every weight is trained; else F.linear."""
+    Deferred while a collection is open, gradients are on and every weight is trained; else F.linear.
+    An x from layer_norm.layer_norm comes in as the bf16 copy made with it, when autocast would cast it."""
+    x = layer_norm.autocast_input(x)
     collection = _active
     if (collection is None or not torch.is_grad_enabled() or not all(w.requires_grad for w in weights)
             or not (x.requires_grad or (bias is not None and bias.requires_grad))):

@@ -21,31 +21,7 @@ else one at a time, to the same bits.
 Arrays travel through the buffer protocol (numpy views of the tensors' bits), so building needs
 neither numpy's nor torch's headers. */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <string.h>
-
-#if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
-#define HAVE_AVX512 1
-#else
-#define HAVE_AVX512 0
-#endif
-
-static inline float bf16_to_float(uint16_t bits) {
-    uint32_t wide = (uint32_t)bits << 16;
-    float value;
-    memcpy(&value, &wide, sizeof value);
-    return value;
-}
-
-static inline uint16_t float_to_bf16(float value) {  /* to nearest, ties to even; a NaN stays a quiet NaN */
-    uint32_t bits;
-    memcpy(&bits, &value, sizeof bits);
-    if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;
-    return (uint16_t)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
-}
+#include "bf16.h"
 
 /* out = x * keep * scale for n bf16 values, one rounding; x bf16 bits, or fp32 values rounded to bf16
    first when x_float (then x_bits is NULL). */
@@ -65,30 +41,6 @@ static void plus_times_kept_scalar(const uint16_t *x, const uint16_t *keep, cons
 }
 
 #if HAVE_AVX512
-#define AVX512 __attribute__((target("avx512f")))
-
-AVX512 static inline __m512 load_bf16(const uint16_t *p) {
-    __m256i half = _mm256_loadu_si256((const __m256i *)p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
-}
-
-/* 16 fp32 values rounded to bf16 (as float_to_bf16), in the low 16 bits of each 32-bit lane */
-AVX512 static inline __m512i round_bf16(__m512 value) {
-    __m512i bits = _mm512_castps_si512(value);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))), 16);
-    __mmask16 nan = _mm512_cmp_ps_mask(value, value, _CMP_UNORD_Q);
-    return _mm512_mask_mov_epi32(rounded, nan, _mm512_set1_epi32(0x7FC0));
-}
-
-AVX512 static inline __m512 rounded_to_bf16(__m512 value) {  /* the fp32 value of round_bf16's result */
-    return _mm512_castsi512_ps(_mm512_slli_epi32(round_bf16(value), 16));
-}
-
-AVX512 static inline void store_bf16(uint16_t *p, __m512 value) {
-    _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(round_bf16(value)));
-}
-
 AVX512 static Py_ssize_t times_kept_avx512(const uint16_t *x_bits, const float *x_float, const uint16_t *keep,
                                            uint16_t *out, Py_ssize_t n, float scale) {
     __m512 factor = _mm512_set1_ps(scale);
@@ -111,14 +63,6 @@ AVX512 static Py_ssize_t plus_times_kept_avx512(const uint16_t *x, const uint16_
     return i;
 }
 #endif
-
-static int have_avx512(void) {
-#if HAVE_AVX512
-    return __builtin_cpu_supports("avx512f");
-#else
-    return 0;
-#endif
-}
 
 static void times_kept(const uint16_t *x_bits, const float *x_float, const uint16_t *keep, uint16_t *out,
                        Py_ssize_t n, float scale) {
@@ -178,17 +122,6 @@ static void dropout_loop(uint64_t *state, const uint16_t *x, void *out, uint16_t
     }
 }
 
-/* A buffer of `itemsize`-byte items, writable if asked; a clear TypeError / ValueError if not. */
-static int get_items(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, int writable, const char *name) {
-    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
-    if (view->len % itemsize != 0) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zd-byte items", name, view->len,
-                     itemsize);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
 
 static PyObject *keep_mask(PyObject *self, PyObject *args) {
     PyObject *state_object, *out_object;
