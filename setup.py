@@ -46,6 +46,11 @@ setup(
                            optional=True),
                  # LayerNorm with the bf16 copy of its output for bf16 steps on a CPU; optional:
                  # without it torch's LayerNorm and casts run.
+                 # attention's softmax and dropout passes for bf16 steps on a CPU with AVX-512; optional
+                 Extension("mindtransformer.backends.torch._attention",
+                           ["mindtransformer/backends/torch/csrc/attention.c"],
+                           depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
+                           optional=True),
                  Extension("mindtransformer.backends.torch._layer_norm",
                            ["mindtransformer/backends/torch/csrc/layer_norm.c"],
                            depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],

@@ -146,3 +146,63 @@ def test_training_dropout_drops_with_its_reproducible_mask_and_passes_gradients_
     y.backward(upstream)
     torch.testing.assert_close(x.grad, torch.where(keep, upstream * scale, 0))
     assert torch.equal(layer.eval()(x), x)  # evaluation: the identity
+
+
+@pytest.mark.parametrize("weights_kept", [True, False])
+@pytest.mark.parametrize("length", [9, 40])  # rows shorter than 16 values, and 2 x 16 + a masked tail of 8
+def test_c_softmax_and_dropout_passes_are_torchs_in_bf16(length, weights_kept, monkeypatch):
+    """bf16 attention with csrc/attention.c's passes against torch's (masked_fill, softmax, mask
+    products, _softmax_backward_data), same mask: the weights round alike but where the two exp
+    functions straddle a bf16 rounding boundary, so the outputs and gradients agree to bf16's
+    precision, nearly all bit for bit; an empty example is uniform and gives its keys nothing."""
+    pytest.importorskip("mindtransformer.backends.torch._attention", reason="built without a C compiler")
+    if ops._attention is None:
+        pytest.skip("this CPU lacks AVX-512")
+    monkeypatch.setattr(ops, "_KEPT_WEIGHTS", 1 << 30 if weights_kept else 0)
+    monkeypatch.setattr(ops, "_CHUNK_WEIGHTS", 2 * N * length * length)  # chunks of 2 examples
+    g = torch.Generator().manual_seed(length)
+    q, k, v, upstream = (torch.randn(B, N, length, D, generator=g).bfloat16() * 2 for _ in range(4))
+    bias = (torch.arange(length)[None, :] < torch.tensor([length, length - 3, 0, 5])[:, None])[:, None, None, :]
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        torch.manual_seed(3)
+        out = ops.attention(*leaves, bias, 0.2)
+        out.backward(upstream)
+        return [out.detach()] + [t.grad for t in leaves]
+
+    from_c = run()
+    monkeypatch.setattr(ops, "_attention", None)
+    from_torch = run()
+    for name, ours, theirs in zip(["output", "q", "k", "v"], from_c, from_torch):
+        assert ours.dtype == torch.bfloat16
+        assert (ours == theirs).float().mean() > 0.97, name
+        torch.testing.assert_close(ours.float(), theirs.float(), rtol=0.02, atol=0.02 * float(theirs.abs().max()))
+    assert float(from_c[2][2].abs().max()) == 0.0  # the empty example's keys
+
+
+def test_c_softmax_refuses_mismatched_sizes():
+    kernels = pytest.importorskip("mindtransformer.backends.torch._attention", reason="built without a C compiler")
+    if not kernels.vectorized():
+        pytest.skip("this CPU lacks AVX-512")
+    scores = torch.zeros(4, 16, dtype=torch.int16).numpy()
+    with pytest.raises(ValueError, match="softmax_keep"):
+        kernels.softmax_keep(scores, scores, scores, None, None, 16, 1)  # keep without dropped
+    with pytest.raises(ValueError, match="softmax_keep_backward"):
+        kernels.softmax_keep_backward(scores, scores, scores, scores, torch.zeros(3, 16, dtype=torch.int16).numpy(), 16)
+
+
+def test_c_softmax_weights_round_as_torchs_softmax():
+    """The C pass's own exponential against torch's softmax of the same bf16 scores: the same
+    bf16 weights but for a few in ten thousand (where the two fp32 results straddle a rounding
+    boundary), and those one step apart."""
+    kernels = pytest.importorskip("mindtransformer.backends.torch._attention", reason="built without a C compiler")
+    if not kernels.vectorized():
+        pytest.skip("this CPU lacks AVX-512")
+    scores = (torch.randn(2048, 128, generator=torch.Generator().manual_seed(0)) * 4).bfloat16()
+    weights = torch.empty_like(scores)
+    kernels.softmax_keep(scores.view(torch.int16).numpy(), None, weights.view(torch.int16).numpy(), None, None, 128, 1)
+    theirs = torch.softmax(scores, dim=-1)
+    assert (weights == theirs).float().mean() > 0.9995
+    steps = (weights.view(torch.int16).int() - theirs.view(torch.int16).int()).abs()
+    assert int(steps.max()) <= 1

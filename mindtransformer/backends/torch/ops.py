@@ -14,6 +14,13 @@ try:  # dropout in C (csrc/dropout.c), built where setup.py found a C compiler
 except ImportError:
     _dropout = None
 
+try:  # attention's softmax and dropout passes in C (csrc/attention.c), on CPUs with AVX-512
+    from mindtransformer.backends.torch import _attention
+    if not _attention.vectorized():
+        _attention = None
+except ImportError:
+    _attention = None
+
 _ACTIVATIONS = {
     "gelu": F.gelu,  # exact erf GELU, as google's BERT
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
@@ -83,14 +90,35 @@ def _scaled_matmul(a, b, alpha: float, out=None):
     return out
 
 
-def _softmax_weights(query, key, bias, rows):
+def _softmax_weights(query, key, bias, rows, keep=None):
     """The examples `rows` of (B, N, Tq, D), (B, N, T, D), (B, 1, 1, T) or None -> (b, N, Tq, T):
-    softmax(q k^T / sqrt(D))."""
+    softmax(q k^T / sqrt(D)), and those weights times keep[rows] when keep (B, N, Tq, T) is given
+    (else None). bf16 in one C pass over the scores (csrc/attention.c) where torch makes three."""
     weights = _scaled_matmul(query[rows], key[rows].transpose(-1, -2), query.shape[-1] ** -0.5)
+    if _attention is not None and weights.dtype == torch.bfloat16 and weights.device.type == "cpu":
+        dropped = None if keep is None else torch.empty(weights.shape, dtype=weights.dtype)
+        attend = None if bias is None else bias[rows].reshape(-1, weights.shape[-1]).to(torch.uint8).contiguous()
+        _attention.softmax_keep(_bits(weights), None if keep is None else _bits(keep[rows]), _bits(weights),
+                                None if dropped is None else _bits(dropped), None if attend is None else attend.numpy(),
+                                weights.shape[-1], weights.shape[1] * weights.shape[2])  # the softmax in place
+        return weights, dropped
     if bias is not None:
         # the dtype's lowest value, not -inf: a row with every key masked stays finite (uniform)
         weights.masked_fill_(~bias[rows], torch.finfo(weights.dtype).min)
-    return torch.softmax(weights, dim=-1)
+    weights = torch.softmax(weights, dim=-1)
+    return weights, None if keep is None else weights * keep[rows]
+
+
+def _softmax_backward(weights, kept, grad_dropped):
+    """(weights * kept, the scores' gradient) for the chunk's weights, 0/1 mask and the dropped
+    weights' gradient, all (b, N, Tq, T). bf16 in one C pass (the gradient in grad_dropped's memory)."""
+    if _attention is not None and weights.dtype == torch.bfloat16 and weights.device.type == "cpu":
+        weights_kept = torch.empty(weights.shape, dtype=weights.dtype)
+        _attention.softmax_keep_backward(_bits(weights), _bits(kept), _bits(grad_dropped), _bits(weights_kept),
+                                         _bits(grad_dropped), weights.shape[-1])
+        return weights_kept, grad_dropped
+    grad_weights = grad_dropped.mul_(kept)
+    return weights * kept, torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
 
 
 class _TrainingAttention(torch.autograd.Function):
@@ -119,13 +147,10 @@ class _TrainingAttention(torch.autograd.Function):
         ctx.kept_weights = [] if keep.numel() <= _KEPT_WEIGHTS else None  # each chunk's (b, N, Tq, T)
         output = query.new_empty(query.shape[:-1] + value.shape[-1:])
         for rows in _example_chunks(query, key):
-            weights = _softmax_weights(query, key, bias, rows)
+            weights, dropped = _softmax_weights(query, key, bias, rows, keep)
             if ctx.kept_weights is not None:
                 ctx.kept_weights.append(weights)
-                weights = weights * keep[rows]
-            else:
-                weights.mul_(keep[rows])
-            _scaled_matmul(weights, value[rows], scale, out=output[rows])
+            _scaled_matmul(dropped, value[rows], scale, out=output[rows])
         return output
 
     @staticmethod
@@ -138,12 +163,11 @@ class _TrainingAttention(torch.autograd.Function):
         for chunk, rows in enumerate(_example_chunks(query, key)):
             q, k, v, g, kept = query[rows], key[rows], value[rows], grad_output[rows], keep[rows]
             if ctx.kept_weights is None:
-                weights = _softmax_weights(query, key, bias, rows)  # (b, N, Tq, T)
+                weights = _softmax_weights(query, key, bias, rows)[0]  # (b, N, Tq, T)
             else:
                 weights = ctx.kept_weights[chunk]
-            _scaled_matmul((weights * kept).transpose(-1, -2), g, 1.0, out=grad_value[rows])
-            grad_weights = _scaled_matmul(g, v.transpose(-1, -2), 1.0).mul_(kept)
-            grad_scores = torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+            weights_kept, grad_scores = _softmax_backward(weights, kept, _scaled_matmul(g, v.transpose(-1, -2), 1.0))
+            _scaled_matmul(weights_kept.transpose(-1, -2), g, 1.0, out=grad_value[rows])
             if ctx.empty_rows:
                 grad_scores.masked_fill_(~bias[rows], 0)
             _scaled_matmul(grad_scores, k, query_scale, out=grad_query[rows])
