@@ -194,8 +194,9 @@ def test_c_softmax_refuses_mismatched_sizes():
 
 def test_c_softmax_weights_round_as_torchs_softmax():
     """The C pass's own exponential against torch's softmax of the same bf16 scores: the same
-    bf16 weights but for a few in ten thousand (where the two fp32 results straddle a rounding
-    boundary), and those one step apart."""
+    bf16 weights but for a few in a million (where the two fp32 results straddle a rounding
+    boundary; a wrong polynomial coefficient, 1/100 for 1/120, made it 3 in ten thousand), and
+    those one step apart."""
     kernels = pytest.importorskip("mindtransformer.backends.torch._attention", reason="built without a C compiler")
     if not kernels.vectorized():
         pytest.skip("this CPU lacks AVX-512")
@@ -203,6 +204,6 @@ def test_c_softmax_weights_round_as_torchs_softmax():
     weights = torch.empty_like(scores)
     kernels.softmax_keep(scores.view(torch.int16).numpy(), None, weights.view(torch.int16).numpy(), None, None, 128, 1)
     theirs = torch.softmax(scores, dim=-1)
-    assert (weights == theirs).float().mean() > 0.9995
+    assert (weights == theirs).float().mean() > 0.99995
     steps = (weights.view(torch.int16).int() - theirs.view(torch.int16).int()).abs()
     assert int(steps.max()) <= 1

@@ -4,8 +4,8 @@ ops._TrainingAttention (mindtransformer.backends.torch._attention).
 softmax_keep: rows of bf16 scores -> their softmax (bf16) and, given a keep mask, the softmax
 times the mask: one pass over each row where torch makes three (masked_fill, softmax, mul). Masked
 keys (key_mask 0) score bf16's lowest value, as ops._softmax_weights's masked_fill: a row with
-every key masked comes out uniform. The exponentials are computed in fp32 (a degree-6 polynomial
-after range reduction, within 2 ulp of expf) and the weights rounded once to bf16; the dropped
+every key masked comes out uniform. The exponentials are computed in fp32 (bf16.h's
+exp_nonpositive) and the weights rounded once to bf16; the dropped
 weights are the rounded weights times the 0/1 mask, exact. softmax_keep_backward: from the
 weights, the mask and the dropped weights' gradient g, the kept weights (weights * keep, for the
 value gradient) and the scores' gradient weights * (g keep - sum(g keep weights)), one pass over
@@ -46,22 +46,6 @@ AVX512BW static inline __m512 load_bf16_masked(const uint16_t *p, __mmask16 m) {
 
 AVX512BW static inline void store_bf16_masked(uint16_t *p, __m512 value, __mmask16 m) {
     _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(round_bf16(value)));
-}
-
-AVX512BW static inline __m512 exp_nonpositive(__m512 y) {  /* e^y for y <= 0; 0 below -104 */
-    y = _mm512_max_ps(y, _mm512_set1_ps(-104.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), y);  /* y - n ln 2, ln 2 in two parts */
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 100));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
 }
 
 /* rows of length t: weights = softmax(scores), dropped = weights * keep when keep is not NULL.

@@ -1,6 +1,6 @@
-/* bf16 helpers shared by the torch binding's C kernels (dropout.c, layer_norm.c): conversions to and
-from fp32 (to nearest, ties to even, as torch), their AVX-512 forms for 16 values, the run-time AVX-512
-check, and typed buffers from Python objects. */
+/* bf16 helpers shared by the torch binding's C kernels (csrc/*.c): conversions to and from fp32 (to
+nearest, ties to even, as torch), their AVX-512 forms for 16 values, an AVX-512 exponential, the
+run-time AVX-512 check, and typed buffers from Python objects. */
 
 #ifndef MT_BF16_H
 #define MT_BF16_H
@@ -54,6 +54,24 @@ AVX512 static inline __m512 rounded_to_bf16(__m512 value) {  /* the fp32 value o
 
 AVX512 static inline void store_bf16(uint16_t *p, __m512 value) {
     _mm256_storeu_si256((__m256i *)p, _mm512_cvtepi32_epi16(round_bf16(value)));
+}
+
+/* e^y for y <= 0 (0 below -104): a degree-6 Taylor polynomial after range reduction; within 2.7 ulp
+   of exp in fp32 over [-87, 0] (every 200th float, measured) */
+AVX512 static inline __m512 exp_nonpositive(__m512 y) {
+    y = _mm512_max_ps(y, _mm512_set1_ps(-104.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(y, _mm512_set1_ps(1.44269504f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), y);  /* y - n ln 2, ln 2 in two parts */
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-6f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
 }
 #endif
 
