@@ -51,6 +51,10 @@ setup(
                            ["mindtransformer/backends/torch/csrc/attention.c"],
                            depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
                            optional=True),
+                 # the exact GELU's backward pass in bf16 on a CPU; optional
+                 Extension("mindtransformer.backends.torch._gelu", ["mindtransformer/backends/torch/csrc/gelu.c"],
+                           depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
+                           optional=True),
                  Extension("mindtransformer.backends.torch._layer_norm",
                            ["mindtransformer/backends/torch/csrc/layer_norm.c"],
                            depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],

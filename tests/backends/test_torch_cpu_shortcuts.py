@@ -178,3 +178,45 @@ def test_the_bias_fused_linear_is_f_linear_bit_for_bit(bias):
     assert torch.equal(weight_grads._dense(x, weight, b), F.linear(x, weight, b))
     assert torch.equal(weight_grads._dense(x.float(), weight.float(), None if b is None else b.float()),
                        F.linear(x.float(), weight.float(), None if b is None else b.float()))
+
+
+SPECIAL_VALUES = [0.0, -0.0, float("inf"), float("-inf"), float("nan"), 30.0, -30.0, 1e-30]
+
+
+@pytest.mark.parametrize("size", [16 * 3 + 5, 4096 * 3])  # a tail done one value at a time, and none
+def test_c_gelu_backward_is_torchs_to_its_precision(size):
+    """csrc/gelu.c against torch's gelu_backward in bf16: the same values but where the two fp32
+    results straddle a bf16 rounding boundary, the same error against float64 autograd, and the
+    same at 0, infinities (NaN, as torch's inf * 0), NaN and large |z|, in both code paths."""
+    kernels = pytest.importorskip("mindtransformer.backends.torch._gelu", reason="built without a C compiler")
+    generator = torch.Generator().manual_seed(size)
+    z = (torch.randn(size, generator=generator) * 2.5).bfloat16()
+    z[:8], z[-8:] = torch.tensor(SPECIAL_VALUES), torch.tensor(SPECIAL_VALUES)
+    grad = torch.randn(size, generator=generator).bfloat16()
+    ours = torch.empty_like(z)
+    kernels.gelu_backward_bf16(grad.view(torch.int16).numpy(), z.view(torch.int16).numpy(), ours.view(torch.int16).numpy())
+    theirs = torch.ops.aten.gelu_backward(grad, z)
+    assert same_bits(ours[:8], theirs[:8]) and same_bits(ours[-8:], theirs[-8:])
+    finite = torch.isfinite(z)
+    assert (ours[finite] == theirs[finite]).float().mean() > 0.95  # 97.8-99.5 % seen
+    exact_z = z[finite].double().requires_grad_()
+    torch.nn.functional.gelu(exact_z).backward(grad[finite].double())
+    our_error = (ours[finite].double() - exact_z.grad).abs()
+    torch_error = (theirs[finite].double() - exact_z.grad).abs()
+    assert float(our_error.max()) <= float(torch_error.max()) * 1.01
+    assert float(our_error.mean()) <= float(torch_error.mean()) * 1.05
+
+
+def test_gelu_forward_is_torchs_and_its_gradient_torchs_to_bf16_precision():
+    z0 = (torch.randn(4, 7, 33, generator=torch.Generator().manual_seed(0)) * 2).bfloat16()
+    upstream = torch.randn(4, 7, 33, generator=torch.Generator().manual_seed(1)).bfloat16()
+    results = []
+    for function in (ops.gelu, torch.nn.functional.gelu):
+        z = z0.clone().requires_grad_()
+        out = function(z)
+        out.backward(upstream)
+        results.append((out.detach(), z.grad))
+    (ours, our_grad), (theirs, their_grad) = results
+    assert same_bits(ours, theirs)
+    torch.testing.assert_close(our_grad, their_grad, rtol=1e-2, atol=1e-2)
+    assert not torch.equal(our_grad, torch.ops.aten.gelu_backward(upstream, z0 * 2))  # the gradient is z's

@@ -21,8 +21,39 @@ try:  # attention's softmax and dropout passes in C (csrc/attention.c), on CPUs 
 except ImportError:
     _attention = None
 
+try:  # the exact GELU's backward pass in C (csrc/gelu.c)
+    from mindtransformer.backends.torch import _gelu
+except ImportError:
+    _gelu = None
+
+
+def gelu(x):
+    """The exact (erf) GELU, as google's BERT: F.gelu, with the backward pass of a bf16 x on a CPU
+    in C (one exponential per value where torch's takes two; 9.6 against 13.9 ms for BERT-base's
+    (32, 128, 3,072), measured)."""
+    if (_gelu is not None and x.dtype == torch.bfloat16 and x.device.type == "cpu" and x.requires_grad
+            and torch.is_grad_enabled()):
+        return _Gelu.apply(x)
+    return F.gelu(x)
+
+
+class _Gelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return F.gelu(z)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (z,) = ctx.saved_tensors
+        grad_output, z = grad_output.to(z.dtype).contiguous(), z.contiguous()
+        grad_z = torch.empty(z.shape, dtype=z.dtype)
+        _gelu.gelu_backward_bf16(_bits(grad_output), _bits(z), _bits(grad_z))
+        return grad_z
+
+
 _ACTIVATIONS = {
-    "gelu": F.gelu,  # exact erf GELU, as google's BERT
+    "gelu": gelu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
     "relu": F.relu,

@@ -1,4 +1,4 @@
-/* bf16 helpers shared by the torch binding's C kernels (csrc/*.c): conversions to and from fp32 (to
+/* bf16 helpers shared by the torch binding's C kernels (the .c files beside it): conversions to and from fp32 (to
 nearest, ties to even, as torch), their AVX-512 forms for 16 values, an AVX-512 exponential, the
 run-time AVX-512 check, and typed buffers from Python objects. */
 
