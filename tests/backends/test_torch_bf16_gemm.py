@@ -18,13 +18,14 @@ def bf16_pair(tokens=300, outputs=48, features=40, seed=0):
     return (torch.randn(tokens, outputs, generator=g).bfloat16(), torch.randn(tokens, features, generator=g).bfloat16())
 
 
-def test_it_adds_the_fp32_product_of_the_bf16_values_into_out():
-    grads, inputs = bf16_pair()
+@pytest.mark.parametrize("tokens", [300, 2 * 1024 + 77])  # one MKL call, and three (1,024 tokens each at most)
+def test_it_adds_the_fp32_product_of_the_bf16_values_into_out(tokens):
+    grads, inputs = bf16_pair(tokens)
     start = torch.randn(48, 40)
     out = start.clone()
     bf16_gemm.add_transposed_product(out, grads, inputs)
     exact = start.double() + grads.double().t() @ inputs.double()
-    # fp32 accumulation over 300 products: far inside bf16's 2^-8, near fp32's 2^-24
+    # fp32 accumulation over 300-2,125 products: far inside bf16's 2^-8, near fp32's 2^-24
     assert float((out.double() - exact).abs().max() / exact.abs().max()) < 1e-6
 
 
