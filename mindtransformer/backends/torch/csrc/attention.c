@@ -23,17 +23,9 @@ where it does not. Optional like dropout.c. */
 
 #define LOWEST_BF16 (-3.38953139e38f)  /* torch.finfo(torch.bfloat16).min */
 
-static int vectorized_here(void) {
-#if HAVE_AVX512
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl");
-#else
-    return 0;
-#endif
-}
+static int vectorized_here(void) { return have_avx512bw(); }
 
 #if HAVE_AVX512
-#define AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 static inline __mmask16 lanes(Py_ssize_t left) {
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);

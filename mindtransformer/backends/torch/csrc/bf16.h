@@ -33,6 +33,7 @@ static inline uint16_t float_to_bf16(float value) {  /* to nearest, ties to even
 
 #if HAVE_AVX512
 #define AVX512 __attribute__((target("avx512f")))
+#define AVX512BW __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 AVX512 static inline __m512 load_bf16(const uint16_t *p) {
     __m256i half = _mm256_loadu_si256((const __m256i *)p);
@@ -78,6 +79,15 @@ AVX512 static inline __m512 exp_nonpositive(__m512 y) {
 static inline int have_avx512(void) {
 #if HAVE_AVX512
     return __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+static inline int have_avx512bw(void) {  /* AVX-512 with 16-bit lanes and 256-bit masked forms */
+#if HAVE_AVX512
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl");
 #else
     return 0;
 #endif
