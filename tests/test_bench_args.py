@@ -95,3 +95,12 @@ def test_the_trainer_benches_refuse_an_abbreviated_or_misspelled_flag(script, fl
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 2
     assert f"unrecognized arguments: {flag}" in done.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("arguments, message", [(["no_such_variant.py"], "variant: no Python file at no_such_variant.py"),
+                                                (["v.py", "--step", "3"], "unrecognized arguments: --step")])
+def test_step_ab_refuses_a_missing_variant_and_a_misspelled_flag_in_one_line(arguments, message):
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "step_ab.py"), *arguments],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2
+    assert message in done.stderr.strip().splitlines()[-1]

@@ -23,8 +23,6 @@ where it does not. Optional like dropout.c. */
 
 #define LOWEST_BF16 (-3.38953139e38f)  /* torch.finfo(torch.bfloat16).min */
 
-static int vectorized_here(void) { return have_avx512bw(); }
-
 #if HAVE_AVX512
 
 static inline __mmask16 lanes(Py_ssize_t left) {
@@ -102,29 +100,7 @@ AVX512BW static void softmax_keep_backward_rows(const uint16_t *weights, const u
 }
 #endif
 
-static PyObject *vectorized(PyObject *self, PyObject *args) { return PyBool_FromLong(vectorized_here()); }
-
-/* Buffers for objects[0..count): item sizes, writable flags; None allowed where optional[i]. */
-static int get_all(PyObject **objects, Py_buffer *views, int *present, int count, const Py_ssize_t *sizes,
-                   const int *writable, const int *optional, const char **names) {
-    for (int i = 0; i < count; i++) {
-        present[i] = objects[i] != Py_None;
-        if (!present[i] && !optional[i]) {
-            PyErr_Format(PyExc_ValueError, "%s is required", names[i]);
-        } else if (!present[i] || get_items(objects[i], &views[i], sizes[i], writable[i], names[i]) == 0) {
-            continue;
-        }
-        while (i-- > 0)
-            if (present[i]) PyBuffer_Release(&views[i]);
-        return -1;
-    }
-    return 0;
-}
-
-static void release_all(Py_buffer *views, const int *present, int count) {
-    for (int i = 0; i < count; i++)
-        if (present[i]) PyBuffer_Release(&views[i]);
-}
+static PyObject *vectorized(PyObject *self, PyObject *args) { return PyBool_FromLong(have_avx512bw()); }
 
 static PyObject *softmax_keep(PyObject *self, PyObject *args) {
     PyObject *objects[5];  /* scores, keep, weights, dropped, key_mask */
@@ -137,7 +113,7 @@ static PyObject *softmax_keep(PyObject *self, PyObject *args) {
     static const int writable[5] = {0, 0, 1, 1, 0}, optional[5] = {0, 1, 0, 1, 1};
     Py_buffer views[5];
     int present[5];
-    if (!vectorized_here()) {
+    if (!have_avx512bw()) {
         PyErr_SetString(PyExc_RuntimeError, "softmax_keep: this CPU lacks AVX-512 (see vectorized())");
         return NULL;
     }
@@ -177,7 +153,7 @@ static PyObject *softmax_keep_backward(PyObject *self, PyObject *args) {
     static const int writable[5] = {0, 0, 0, 1, 1}, optional[5] = {0, 0, 0, 0, 0};
     Py_buffer views[5];
     int present[5];
-    if (!vectorized_here()) {
+    if (!have_avx512bw()) {
         PyErr_SetString(PyExc_RuntimeError, "softmax_keep_backward: this CPU lacks AVX-512 (see vectorized())");
         return NULL;
     }

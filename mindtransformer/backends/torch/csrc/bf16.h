@@ -105,4 +105,26 @@ static inline int get_items(PyObject *object, Py_buffer *view, Py_ssize_t itemsi
     return 0;
 }
 
+/* Buffers for objects[0..count): item sizes, writable flags; None allowed where optional[i]. */
+static inline int get_all(PyObject **objects, Py_buffer *views, int *present, int count, const Py_ssize_t *sizes,
+                          const int *writable, const int *optional, const char **names) {
+    for (int i = 0; i < count; i++) {
+        present[i] = objects[i] != Py_None;
+        if (!present[i] && !optional[i]) {
+            PyErr_Format(PyExc_ValueError, "%s is required", names[i]);
+        } else if (!present[i] || get_items(objects[i], &views[i], sizes[i], writable[i], names[i]) == 0) {
+            continue;
+        }
+        while (i-- > 0)
+            if (present[i]) PyBuffer_Release(&views[i]);
+        return -1;
+    }
+    return 0;
+}
+
+static inline void release_all(Py_buffer *views, const int *present, int count) {
+    for (int i = 0; i < count; i++)
+        if (present[i]) PyBuffer_Release(&views[i]);
+}
+
 #endif

@@ -162,23 +162,21 @@ static PyObject *layer_norm_forward(PyObject *self, PyObject *args) {
     static const char *names[7] = {"x", "weight", "bias", "y", "copy", "mean", "rstd"};
     static const Py_ssize_t sizes[7] = {4, 4, 4, 4, 2, 4, 4};
     static const int writable[7] = {0, 0, 0, 1, 1, 1, 1};
+    static const int optional[7] = {0, 0, 0, 0, 0, 0, 0};
     Py_buffer views[7];
-    int got = 0;
-    for (; got < 7; got++)
-        if (get_items(objects[got], &views[got], sizes[got], writable[got], names[got]) < 0) break;
-    if (got == 7) {
-        Py_ssize_t n = views[1].len / 4, count = views[0].len / 4, rows = n ? count / n : 0;
-        if (n == 0 || count % n != 0 || views[2].len / 4 != n || views[3].len / 4 != count ||
-            views[4].len / 2 != count || views[5].len / 4 != rows || views[6].len / 4 != rows) {
-            PyErr_SetString(PyExc_ValueError, "layer_norm_forward: x and y (rows, n), weight and bias (n,), copy "
-                                              "(rows, n) bf16, mean and rstd (rows,)");
-        } else {
-            Py_BEGIN_ALLOW_THREADS forward_rows(views[0].buf, views[1].buf, views[2].buf, rows, n, eps, views[3].buf,
-                                                views[4].buf, views[5].buf, views[6].buf);
-            Py_END_ALLOW_THREADS
-        }
+    int present[7];
+    if (get_all(objects, views, present, 7, sizes, writable, optional, names) < 0) return NULL;
+    Py_ssize_t n = views[1].len / 4, count = views[0].len / 4, rows = n ? count / n : 0;
+    if (n == 0 || count % n != 0 || views[2].len / 4 != n || views[3].len / 4 != count ||
+        views[4].len / 2 != count || views[5].len / 4 != rows || views[6].len / 4 != rows) {
+        PyErr_SetString(PyExc_ValueError, "layer_norm_forward: x and y (rows, n), weight and bias (n,), copy "
+                                          "(rows, n) bf16, mean and rstd (rows,)");
+    } else {
+        Py_BEGIN_ALLOW_THREADS forward_rows(views[0].buf, views[1].buf, views[2].buf, rows, n, eps, views[3].buf,
+                                            views[4].buf, views[5].buf, views[6].buf);
+        Py_END_ALLOW_THREADS
     }
-    while (got-- > 0) PyBuffer_Release(&views[got]);
+    release_all(views, present, 7);
     if (PyErr_Occurred()) return NULL;
     Py_RETURN_NONE;
 }
@@ -192,34 +190,28 @@ static PyObject *layer_norm_backward(PyObject *self, PyObject *args) {
                                    "grad_b"};
     static const Py_ssize_t sizes[9] = {4, 4, 4, 4, 4, 2, 4, 4, 4};
     static const int writable[9] = {0, 0, 0, 0, 0, 0, 1, 1, 1};
+    static const int optional[9] = {0, 0, 0, 0, 1, 1, 0, 0, 0};
     Py_buffer views[9];
-    int present[9], got = 0;
-    for (; got < 9; got++) {
-        present[got] = objects[got] != Py_None;
-        if (present[got] && get_items(objects[got], &views[got], sizes[got], writable[got], names[got]) < 0) break;
+    int present[9];
+    if (get_all(objects, views, present, 9, sizes, writable, optional, names) < 0) return NULL;
+    Py_ssize_t n = views[1].len / 4, count = views[0].len / 4, rows = n ? count / n : 0;
+    int ok = n > 0 && count % n == 0 && views[2].len / 4 == rows && views[3].len / 4 == rows &&
+             views[6].len / 4 == count && views[7].len / 4 == n && views[8].len / 4 == n &&
+             (!present[4] || views[4].len / 4 == count) && (!present[5] || views[5].len / 2 == count);
+    float *scratch = ok ? malloc(3 * n * sizeof(float)) : NULL;
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "layer_norm_backward: x, grad_y and grad_x (rows, n), grad_copy (rows, "
+                                          "n) bf16, weight, grad_w and grad_b (n,), mean and rstd (rows,)");
+    } else if (!scratch) {
+        PyErr_NoMemory();
+    } else {
+        Py_BEGIN_ALLOW_THREADS backward_rows(views[0].buf, views[1].buf, views[2].buf, views[3].buf,
+                                             present[4] ? views[4].buf : NULL, present[5] ? views[5].buf : NULL,
+                                             rows, n, views[6].buf, views[7].buf, views[8].buf, scratch);
+        Py_END_ALLOW_THREADS
     }
-    if (got == 9) {
-        Py_ssize_t n = views[1].len / 4, count = views[0].len / 4, rows = n ? count / n : 0;
-        int ok = n > 0 && count % n == 0 && views[2].len / 4 == rows && views[3].len / 4 == rows &&
-                 views[6].len / 4 == count && views[7].len / 4 == n && views[8].len / 4 == n &&
-                 (!present[4] || views[4].len / 4 == count) && (!present[5] || views[5].len / 2 == count) &&
-                 present[0] && present[1] && present[2] && present[3] && present[6] && present[7] && present[8];
-        float *scratch = ok ? malloc(3 * n * sizeof(float)) : NULL;
-        if (!ok) {
-            PyErr_SetString(PyExc_ValueError, "layer_norm_backward: x, grad_y and grad_x (rows, n), grad_copy (rows, "
-                                              "n) bf16, weight, grad_w and grad_b (n,), mean and rstd (rows,)");
-        } else if (!scratch) {
-            PyErr_NoMemory();
-        } else {
-            Py_BEGIN_ALLOW_THREADS backward_rows(views[0].buf, views[1].buf, views[2].buf, views[3].buf,
-                                                 present[4] ? views[4].buf : NULL, present[5] ? views[5].buf : NULL,
-                                                 rows, n, views[6].buf, views[7].buf, views[8].buf, scratch);
-            Py_END_ALLOW_THREADS
-        }
-        free(scratch);
-    }
-    while (got-- > 0)
-        if (present[got]) PyBuffer_Release(&views[got]);
+    free(scratch);
+    release_all(views, present, 9);
     if (PyErr_Occurred()) return NULL;
     Py_RETURN_NONE;
 }
