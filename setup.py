@@ -44,8 +44,6 @@ setup(
                            ["mindtransformer/backends/torch/csrc/dropout.c"],
                            depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
                            optional=True),
-                 # LayerNorm with the bf16 copy of its output for bf16 steps on a CPU; optional:
-                 # without it torch's LayerNorm and casts run.
                  # attention's softmax and dropout passes for bf16 steps on a CPU with AVX-512; optional
                  Extension("mindtransformer.backends.torch._attention",
                            ["mindtransformer/backends/torch/csrc/attention.c"],
@@ -55,10 +53,18 @@ setup(
                  Extension("mindtransformer.backends.torch._gelu", ["mindtransformer/backends/torch/csrc/gelu.c"],
                            depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
                            optional=True),
+                 # LayerNorm with the bf16 copy of its output for bf16 steps on a CPU; optional:
+                 # without it torch's LayerNorm and casts run.
                  Extension("mindtransformer.backends.torch._layer_norm",
                            ["mindtransformer/backends/torch/csrc/layer_norm.c"],
                            depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
-                           optional=True)],
+                           optional=True),
+                 # torch's fused AdamW update with the bf16 weight copies and zeroed gradients of a
+                 # bf16 step on a CPU in the same pass; optional: without it torch's AdamW runs.
+                 # -ffp-contract=off: no multiply-add fused where torch's kernel has two operations
+                 Extension("mindtransformer.backends.torch._adamw", ["mindtransformer/backends/torch/csrc/adamw.c"],
+                           depends=["mindtransformer/backends/torch/csrc/bf16.h"],
+                           extra_compile_args=["-O3", "-ffp-contract=off"], optional=True)],
     python_requires=">=3.9",
     install_requires=[
         "numpy>=1.23,<2",  # MindSpore's kernels are built against NumPy 1.x

@@ -120,14 +120,14 @@ def test_an_embedding_table_gets_autograds_rows_and_none_for_its_padding_row():
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_the_weights_cast_for_a_step_are_this_steps_weights_in_memory_kept_from_the_last(precision):
-    """With the caller's cast_buffers, each step's stacked weights are the weights as they are
+    """With the caller's WeightCasts, each step's stacked weights are the weights as they are
     now (after the update), written into the memory of the last step's."""
     torch.manual_seed(0)
     query, key = torch.nn.Linear(6, 4), torch.nn.Linear(6, 4)
-    buffers, pointers = {}, set()
+    casts, pointers = weight_grads.WeightCasts(), set()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     for _ in range(2):
-        with weight_grads.Deferred(cast_buffers=buffers) as collection:
+        with weight_grads.Deferred(casts=casts) as collection:
             stacked = collection.stacked((query.weight, key.weight), dtype)
             assert torch.equal(stacked, torch.cat([query.weight, key.weight]).to(dtype))
             pointers.add(stacked.data_ptr())
@@ -137,4 +137,4 @@ def test_the_weights_cast_for_a_step_are_this_steps_weights_in_memory_kept_from_
         with torch.no_grad():  # the update
             query.weight -= 0.1 * query.weight.grad
             key.weight -= 0.1 * key.weight.grad
-    assert len(pointers) == 1 and len(buffers) == 1
+    assert len(pointers) == 1

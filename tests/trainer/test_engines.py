@@ -156,28 +156,39 @@ def test_torch_bf16_autocast_trains_with_fp32_master_weights():
     assert all(p.dtype.is_floating_point and p.dtype.itemsize == 4 for p in engine.parameters)
 
 
-def test_torch_bf16_casts_each_weight_once_per_step_and_accumulates_the_gradients():
-    """With gradient accumulation on a CPU the engine makes each linear weight's gradient once per
-    step (weight_grads.py), casting each weight to bf16 once per step; the accumulated gradients
-    equal those of torch's usual pattern (autocast and a backward per micro-batch) within bf16
-    rounding, and are all in .grad when the update starts."""
+def count_weight_casts(parameters):
+    """A dispatch mode counting the casts of these parameters' matrices (biases are cheap): a cast
+    (_to_copy), or a copy into bf16 memory kept from the last step (copy_)."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class CountWeightCasts(TorchDispatchMode):
-        def __init__(self, parameters):
+        def __init__(self):
             super().__init__()
-            self.ids, self.count = {id(p) for p in parameters}, 0  # matrices: biases are cheap
+            self.ids, self.count = {id(p) for p in parameters}, 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            # a cast (_to_copy), or a copy into bf16 memory kept from the last step (copy_)
             sources = ([args[1]] if func is torch.ops.aten.copy_.default
                        else [args[0]] if func is torch.ops.aten._to_copy.default else [])
             self.count += sum(1 for t in sources if id(t) in self.ids and t.dim() == 2)
             return func(*args, **(kwargs or {}))
 
+    return CountWeightCasts()
+
+
+def test_torch_bf16_casts_each_weight_once_per_step_and_accumulates_the_gradients(monkeypatch):
+    """With gradient accumulation on a CPU the engine makes each linear weight's gradient once per
+    step (weight_grads.py), casting each weight to bf16 once per step; the accumulated gradients
+    equal those of torch's usual pattern (autocast and a backward per micro-batch) within bf16
+    rounding, and are all in .grad when the update starts."""
+    import torch
+
+    from mindtransformer.backends.torch import train
+
+    # torch's optimizer.step (replaced below), not the C update that writes the casts itself (tested apart)
+    monkeypatch.setattr(train.adamw, "can_step", lambda optimizer: False)
     engine = engine_for("torch", learning_rate=1e-3, precision="bf16", clip_grad_norm=0.0)  # .grad unclipped
-    counter = CountWeightCasts(engine.parameters)
+    counter = count_weight_casts(engine.parameters)
     micro_batches = 3
     with counter:
         losses = [engine.forward_backward(batch(), 1.0 / micro_batches) for _ in range(micro_batches)]
@@ -201,6 +212,37 @@ def test_torch_bf16_casts_each_weight_once_per_step_and_accumulates_the_gradient
     with counter:
         engine.forward_backward(batch(), 1.0)
     assert counter.count - before == before
+
+
+@pytest.mark.parametrize("limit", [1e-3, 0.0])  # every step clipped (the factor in the C update) / no clipping
+def test_torch_bf16_steps_with_the_c_update_as_with_torchs_adamw_and_casts(monkeypatch, limit):
+    """A bf16 step on a CPU updates with adamw.step (C), which also writes the weights' bf16 copies
+    for the next forward pass and zeroes the gradients: the losses and weights of three steps are
+    those of torch's fused AdamW, zero_grad and casts of the weights (bit for bit but for a
+    tensor's last size % 16 values: tests/backends/test_torch_adamw.py)."""
+    import torch
+
+    from mindtransformer.backends.torch import adamw, train
+
+    runs = {}
+    for c_update in (True, False):
+        if not c_update:
+            monkeypatch.setattr(train.adamw, "can_step", lambda optimizer: False)
+        engine = engine_for("torch", learning_rate=1e-2, weight_decay=0.01, precision="bf16", clip_grad_norm=limit)
+        assert adamw.can_step(engine.optimizer) == c_update
+        losses = []
+        for step in range(3):
+            counter = count_weight_casts(engine.parameters)
+            with counter:
+                losses.append(engine.forward_backward(batch(), 1.0))
+            # after the C update, the copies it wrote; else each weight cast afresh
+            assert (counter.count == 0) == (c_update and step > 0)
+            assert not engine.step(1e-2, losses[-1], step)["skipped"]
+            assert all(not p.grad.any() for p in engine.parameters)
+        runs[c_update] = losses, engine.named_arrays()
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-6) and len(set(runs[True][0])) == 3
+    for name, theirs in runs[False][1].items():
+        np.testing.assert_allclose(runs[True][1][name], theirs, rtol=1e-6, atol=1e-9, err_msg=name)
 
 
 def test_torch_fp16_dynamic_loss_scaling_skips_overflowing_steps_and_lowers_the_scale(tmp_path):

@@ -17,7 +17,7 @@ import torch
 
 from mindtransformer.backends import mpi
 from mindtransformer.backends.common import forward_arguments
-from mindtransformer.backends.torch import bf16_gemm, make_optimizer, named_arrays, weight_grads
+from mindtransformer.backends.torch import adamw, bf16_gemm, make_optimizer, named_arrays, weight_grads
 from mindtransformer.errors import CollectiveError, UserInputError, first_line
 from mindtransformer.utils.heap import keep_freed_blocks
 
@@ -43,7 +43,7 @@ class Engine:
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self._flat_grads, self._transport = None, None
         self._step_weight_grads = None  # the step's weight_grads.Deferred, when it accumulates micro-batches
-        self._weight_casts = {}  # its weights in the forward's dtype, their memory kept from step to step
+        self._weight_casts = weight_grads.WeightCasts()  # its weights in the forward's dtype, kept from step to step
         self._adds_into_grads = (self.device.type == "cpu" and self.autocast_dtype == torch.bfloat16
                                  and bf16_gemm.available())
         if world.size > 1:
@@ -70,11 +70,11 @@ class Engine:
             if weight < 1.0:
                 # Several micro-batches on a CPU: each linear weight is cast to bf16 once and gets
                 # its gradient from one matmul per step (weight_grads.py); on a GPU autograd's stay.
-                self._step_weight_grads = weight_grads.Deferred(cast_buffers=self._weight_casts)
+                self._step_weight_grads = weight_grads.Deferred(casts=self._weight_casts)
             elif self._adds_into_grads:
                 # One micro-batch in bf16: nothing to keep (budget 0), but each weight gradient is
                 # added into its fp32 .grad by MKL at once, without a bf16 copy to cast (bf16_gemm.py).
-                self._step_weight_grads = weight_grads.Deferred(budget_bytes=0, cast_buffers=self._weight_casts)
+                self._step_weight_grads = weight_grads.Deferred(budget_bytes=0, casts=self._weight_casts)
         with self._step_weight_grads or contextlib.nullcontext():  # open only during this call
             with self._autocast():
                 loss = self.model(*self._inputs(batch))["loss"]
@@ -116,18 +116,27 @@ class Engine:
         folded = clipping and self.scaler is None and self.optimizer.defaults.get("fused", False)
         if clipping and not folded:
             torch.nn.utils.clip_grads_with_norm_(self.parameters, self.clip_grad_norm, total_norm)
+        zeroed = False
         if self.scaler:
             self.scaler.step(self.optimizer)  # skips by itself when the unscaled gradient has inf/NaN
             self.scaler.update()
+        elif not skipped and self._adds_into_grads and adamw.can_step(self.optimizer):
+            # bf16 on a CPU: the update, the weights' bf16 copies for the next forward pass and the
+            # zeroed gradients in one pass (adamw.py)
+            scale = float((total_norm + 1e-6) / self.clip_grad_norm) if folded else 1.0
+            self._weight_casts.written(adamw.step(self.optimizer, scale, self._weight_casts.copies(torch.bfloat16)))
+            zeroed = True
         elif not skipped:
             self.optimizer.grad_scale = (total_norm + 1e-6) / self.clip_grad_norm if folded else None
             try:
                 self.optimizer.step()
             finally:
                 self.optimizer.grad_scale = None
-        if flat is not None:
+            for p in self.parameters:  # torch's fused optimizers do not count their in-place update
+                torch.autograd.graph.increment_version(p)
+        if not zeroed and flat is not None:
             flat.zero_()  # keeps the views: the next backward adds into them again
-        else:
+        elif not zeroed:
             # Kept and zeroed where MKL adds weight gradients into them (bf16 on a CPU): adding into
             # an existing gradient ran faster than making a new one (bf16_gemm.py).
             self.optimizer.zero_grad(set_to_none=not self._adds_into_grads)

@@ -58,12 +58,11 @@ def embedding(ids, weight, padding_idx=None):
 class Deferred:
     """The weight gradients of the micro-batches of one step, made at `flush()`."""
 
-    def __init__(self, budget_bytes: int = _BUDGET_BYTES, cast_buffers: dict | None = None):
+    def __init__(self, budget_bytes: int = _BUDGET_BYTES, casts: WeightCasts | None = None):
         self.budget_bytes = budget_bytes
         self.kept_bytes = 0
         self._weights = {}  # key -> the stacked weights in the forward's dtype, made once per step
-        # (key, dtype) -> their memory, reused step after step when the caller keeps this dict
-        self._cast_buffers = {} if cast_buffers is None else cast_buffers
+        self._casts = WeightCasts() if casts is None else casts  # kept step after step when the caller keeps it
         self._kept = {}  # key -> (weights, [inputs (N, I)], [output gradients (N, O)])
         self._rows = {}  # id(table) -> (table, [ids (N,)], [output gradients (N, H)])
 
@@ -76,28 +75,12 @@ class Deferred:
         global _active
         _active = None
 
-    @torch.no_grad()
     def stacked(self, weights: tuple, dtype) -> torch.Tensor:
-        """(sum O_i, I) in `dtype`: concatenated and cast once per step (the weights change only
-        at the update, after flush), in one pass into memory kept from the last step when the
-        caller keeps `cast_buffers` (fresh memory for BERT-base's 110M weights in bf16 each step,
-        and a concatenation before the cast, cost ~1 % of a bf16 step, measured)."""
+        """(sum O_i, I) in `dtype`, made once per step (the weights change only at the update, after flush)."""
         key = tuple(map(id, weights))
         if key not in self._weights:
-            if weights[0].dtype == dtype and len(weights) == 1:
-                self._weights[key] = weights[0]
-            else:
-                shape = (sum(w.shape[0] for w in weights),) + tuple(weights[0].shape[1:])
-                buffer = self._cast_buffers.get((key, dtype))
-                if buffer is None or tuple(buffer.shape) != shape or buffer.device != weights[0].device:
-                    buffer = self._cast_buffers[(key, dtype)] = weights[0].new_empty(shape, dtype=dtype)
-                # slice by slice: torch.cat(out=) converting the dtype ran 4-8x slower than copy_
-                # (BERT-base's word embeddings to bf16: 47 ms against 11.5, measured)
-                start = 0
-                for weight in weights:
-                    buffer[start:start + weight.shape[0]].copy_(weight)
-                    start += weight.shape[0]
-                self._weights[key] = buffer
+            same = weights[0].dtype == dtype and len(weights) == 1
+            self._weights[key] = weights[0] if same else self._casts.get(weights, dtype)
         return self._weights[key]
 
     def keep(self, weights: tuple, inputs, grads) -> None:
@@ -138,6 +121,63 @@ class Deferred:
         self._rows.clear()
         self._weights.clear()
         self.kept_bytes = 0
+
+
+class WeightCasts:
+    """Weights in another dtype (a bf16 step's linear weights), concatenated where a layer stacks
+    several (BERT's query, key and value), in memory kept from step to step: fresh memory for
+    BERT-base's 110M weights in bf16 each step, and a concatenation before the cast, cost ~1 % of a
+    bf16 step (measured). A copy is made again only when one of its weights changed since (another
+    version counter or memory), so an optimizer that writes the copies as it updates the weights
+    (adamw.py) spares the cast pass; one that does not must bump the weights' version counters
+    (torch's fused AdamW does not: the torch engine does it for it)."""
+
+    def __init__(self):
+        self._entries = {}  # (ids of the weights, dtype) -> [buffer (sum O_i, I), weights, their states]
+
+    @torch.no_grad()
+    def get(self, weights: tuple, dtype) -> torch.Tensor:
+        """(sum O_i, I) in `dtype`: the weights as they are now."""
+        shape = (sum(w.shape[0] for w in weights),) + tuple(weights[0].shape[1:])
+        entry = self._entries.get((tuple(map(id, weights)), dtype))
+        if entry is None or tuple(entry[0].shape) != shape or entry[0].device != weights[0].device:
+            entry = [weights[0].new_empty(shape, dtype=dtype), weights, None]
+            self._entries[(tuple(map(id, weights)), dtype)] = entry
+        buffer, _, states = entry
+        now = [_state(w) for w in weights]
+        if states != now:
+            # slice by slice: torch.cat(out=) converting the dtype ran 4-8x slower than copy_
+            # (BERT-base's word embeddings to bf16: 47 ms against 11.5, measured)
+            for weight, rows in zip(weights, _row_slices(weights)):
+                buffer[rows].copy_(weight)
+            entry[2] = now
+        return buffer
+
+    def copies(self, dtype) -> dict:
+        """id(weight) -> its rows of a `dtype` copy, for an optimizer that writes them (then `written`)."""
+        return {id(w): entry[0][rows] for (_, kind), entry in self._entries.items() if kind == dtype
+                for w, rows in zip(entry[1], _row_slices(entry[1]))}
+
+    def written(self, ids: set) -> None:
+        """The weights of these ids were just updated and their copies (from `copies`) written: current."""
+        for _, weights, states in self._entries.values():
+            if states is not None:
+                for index, w in enumerate(weights):
+                    if id(w) in ids:
+                        states[index] = _state(w)
+
+
+def _row_slices(weights: tuple) -> list:
+    """Each weight's rows in their concatenation."""
+    starts = [0]
+    for w in weights:
+        starts.append(starts[-1] + w.shape[0])
+    return [slice(a, b) for a, b in zip(starts, starts[1:])]
+
+
+def _state(weight) -> tuple:
+    """What changes when a weight changes in place (its version) or is replaced (its memory)."""
+    return weight._version, weight.data_ptr()
 
 
 def _append(store: dict, key, owner, first, second) -> None:
