@@ -26,6 +26,19 @@ EXTRAS = {
 EXTRAS["all"] = sorted({req for name in ("torch", "mindspore", "tensorflow", "mpi", "hf", "data",
                                                                 "tensorboard", "deepspeed", "peft") for req in EXTRAS[name]})
 
+# The torch binding's C kernels for bf16 steps on a CPU (csrc/), each an optional extension:
+# without a compiler the install goes on and torch's own operations run in their place.
+#   dropout: dropout masks in one pass, dropout with the fp32 residual sum
+#   attention: the softmax and dropout passes over attention weights (AVX-512)
+#   gelu: the exact GELU's backward
+#   layer_norm: LayerNorm with the bf16 copy of its output
+#   adamw: torch's fused AdamW update with the weights' bf16 copies and zeroed gradients in the same
+#     pass; -ffp-contract=off: no multiply-add fused where torch's kernel has two operations
+# -funroll-loops: their loops are chains of dependent vector operations; unrolled, consecutive
+# iterations overlap (the GELU backward over BERT-base's (4,096, 3,072): 9.9 -> 7.0 ms, measured).
+TORCH_KERNEL_FLAGS = ["-O3", "-funroll-loops"]
+TORCH_KERNELS = [("dropout", []), ("attention", []), ("gelu", []), ("layer_norm", []), ("adamw", ["-ffp-contract=off"])]
+
 setup(
     name="mindtransformer",
     version="0.1.0",
@@ -38,33 +51,10 @@ setup(
     ext_modules=[Extension("mindtransformer.data._records_c", sorted(glob.glob("mindtransformer/data/csrc/*.c")),
                            depends=glob.glob("mindtransformer/data/csrc/*.h"), extra_compile_args=["-O3"],
                            optional=True),
-                 # The torch binding's dropout masks on a CPU in one pass. optional as above: without
-                 # it numpy makes the same masks.
-                 Extension("mindtransformer.backends.torch._dropout",
-                           ["mindtransformer/backends/torch/csrc/dropout.c"],
-                           depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
-                           optional=True),
-                 # attention's softmax and dropout passes for bf16 steps on a CPU with AVX-512; optional
-                 Extension("mindtransformer.backends.torch._attention",
-                           ["mindtransformer/backends/torch/csrc/attention.c"],
-                           depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
-                           optional=True),
-                 # the exact GELU's backward pass in bf16 on a CPU; optional
-                 Extension("mindtransformer.backends.torch._gelu", ["mindtransformer/backends/torch/csrc/gelu.c"],
-                           depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
-                           optional=True),
-                 # LayerNorm with the bf16 copy of its output for bf16 steps on a CPU; optional:
-                 # without it torch's LayerNorm and casts run.
-                 Extension("mindtransformer.backends.torch._layer_norm",
-                           ["mindtransformer/backends/torch/csrc/layer_norm.c"],
-                           depends=["mindtransformer/backends/torch/csrc/bf16.h"], extra_compile_args=["-O3"],
-                           optional=True),
-                 # torch's fused AdamW update with the bf16 weight copies and zeroed gradients of a
-                 # bf16 step on a CPU in the same pass; optional: without it torch's AdamW runs.
-                 # -ffp-contract=off: no multiply-add fused where torch's kernel has two operations
-                 Extension("mindtransformer.backends.torch._adamw", ["mindtransformer/backends/torch/csrc/adamw.c"],
-                           depends=["mindtransformer/backends/torch/csrc/bf16.h"],
-                           extra_compile_args=["-O3", "-ffp-contract=off"], optional=True)],
+                 *[Extension(f"mindtransformer.backends.torch._{name}", [f"mindtransformer/backends/torch/csrc/{name}.c"],
+                             depends=["mindtransformer/backends/torch/csrc/bf16.h"], optional=True,
+                             extra_compile_args=TORCH_KERNEL_FLAGS + extra)
+                   for name, extra in TORCH_KERNELS]],
     python_requires=">=3.9",
     install_requires=[
         "numpy>=1.23,<2",  # MindSpore's kernels are built against NumPy 1.x
