@@ -2,6 +2,7 @@
 C are numpy's masks and torch's products bit for bit, the chunked cross-entropy is F.cross_entropy's loss and gradient, and
 the bias-fused linear is F.linear bit for bit."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -140,16 +141,22 @@ def test_the_c_mask_refuses_sizes_it_cannot_fill():
         kernels.keep_mask(np.zeros(4, np.uint64), out, 3, 100, 0x3F80)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("chunk", [10 * 1000, 3 * 1000])  # chunks of 10 rows; of 3, the last one short
-def test_chunked_cross_entropy_is_torchs(dtype, chunk, monkeypatch):
+@pytest.mark.parametrize("dtype, c_kernel", [(torch.float32, False), (torch.bfloat16, False), (torch.bfloat16, True)])
+@pytest.mark.parametrize("chunk", [10 * 1003, 3 * 1003])  # chunks of 10 rows; of 3, the last one short
+def test_chunked_cross_entropy_is_torchs(dtype, c_kernel, chunk, monkeypatch):
+    """Rows of 1,003 logits: 62 vectors of 16 and a tail, which holds some of the targets."""
+    if c_kernel and ops._cross_entropy is None:
+        pytest.skip("built without the C extension")
+    if not c_kernel:
+        monkeypatch.setattr(ops, "_cross_entropy", None)
     monkeypatch.setattr(ops, "_CE_CHUNK", chunk)
     generator = torch.Generator().manual_seed(0)
-    logits = (torch.randn(20, 1000, generator=generator) * 3).to(dtype)
-    labels = torch.randint(0, 1000, (20,), generator=generator)
+    logits = (torch.randn(20, 1003, generator=generator) * 3).to(dtype)
+    labels = torch.randint(0, 1003, (20,), generator=generator)
+    labels[1::4] = torch.tensor([995, 1002, 0, 16, 5])  # in the tail, the last, the first, a vector's first
     labels[::4] = -100
     ours, theirs = logits.clone().requires_grad_(), logits.clone().requires_grad_()
-    loss = ops.cross_entropy(ours.view(4, 5, 1000), labels.view(4, 5))
+    loss = ops.cross_entropy(ours.view(4, 5, 1003), labels.view(4, 5))
     assert loss.grad_fn is not None and "Chunked" in type(loss.grad_fn).__name__
     expected = F.cross_entropy(theirs.float(), labels, ignore_index=-100)
     (1.7 * loss).backward()
@@ -162,11 +169,36 @@ def test_chunked_cross_entropy_is_torchs(dtype, chunk, monkeypatch):
     assert float(ours.grad[::4].abs().max()) == 0.0  # ignored rows get no gradient
 
 
-def test_chunked_cross_entropy_with_every_row_ignored_is_nan_as_torchs(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cross_entropy_with_every_row_ignored_is_nan_as_torchs(monkeypatch, dtype):
     monkeypatch.setattr(ops, "_CE_CHUNK", 10)
-    logits = torch.randn(4, 30, requires_grad=True)
+    logits = torch.randn(4, 30).to(dtype).requires_grad_()
     labels = torch.full((4,), -100)
-    assert torch.isnan(ops.cross_entropy(logits, labels)) and torch.isnan(F.cross_entropy(logits, labels))
+    assert torch.isnan(ops.cross_entropy(logits, labels)) and torch.isnan(F.cross_entropy(logits.float(), labels))
+
+
+@pytest.mark.parametrize("where", [3, 20, 90, 97])  # in the first, second and last vector; in the tail
+def test_a_nan_logit_makes_the_loss_nan_as_torchs(monkeypatch, where):
+    monkeypatch.setattr(ops, "_CE_CHUNK", 10)
+    logits = torch.randn(4, 100).bfloat16()  # 6 vectors of 16 and a tail of 4
+    logits[2, where] = float("nan")
+    logits.requires_grad_()
+    labels = torch.tensor([1, 2, 3, 4])
+    assert torch.isnan(ops.cross_entropy(logits, labels)) and torch.isnan(F.cross_entropy(logits.float(), labels))
+
+
+def test_the_cross_entropy_kernels_refuse_bad_sizes_and_targets():
+    kernels = ops._cross_entropy
+    if kernels is None:
+        pytest.skip("built without the C extension")
+    logits, lse, scale = np.zeros((3, 40), np.int16), np.zeros(3, np.float32), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match="log_sum_exp_bf16: logits must be \\(rows, 41\\)"):
+        kernels.log_sum_exp_bf16(logits, 41, lse)
+    out = np.zeros_like(logits)
+    with pytest.raises(ValueError, match="cross_entropy_grad_bf16: logits and out"):
+        kernels.cross_entropy_grad_bf16(logits, 40, lse, np.zeros(2, np.int64), scale, out)
+    with pytest.raises(ValueError, match="a target outside \\[0, 40\\)"):
+        kernels.cross_entropy_grad_bf16(logits, 40, lse, np.array([0, 40, 1]), scale, out)
 
 
 @pytest.mark.parametrize("bias", [True, False])

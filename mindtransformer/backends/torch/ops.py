@@ -26,6 +26,11 @@ try:  # the exact GELU's backward pass in C (csrc/gelu.c)
 except ImportError:
     _gelu = None
 
+try:  # cross-entropy over bf16 logits in C (csrc/cross_entropy.c)
+    from mindtransformer.backends.torch import _cross_entropy
+except ImportError:
+    _cross_entropy = None
+
 
 def gelu(x):
     """The exact (erf) GELU, as google's BERT: F.gelu, with the backward pass of a bf16 x on a CPU
@@ -399,6 +404,8 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     each chunk of rows is cast and reduced while in cache; the forward keeps only each row's
     log-sum-exp (R,), and the backward writes softmax - one_hot, times the loss's gradient over
     the counted rows, straight into the logits' dtype: the same values, rounded once as before.
+    bf16 logits go through C (csrc/cross_entropy.c): one pass a row for each step, 10 ms against
+    74 for BERT-base's MLM logits, forward and backward (measured).
     """
 
     @staticmethod
@@ -406,8 +413,11 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         counted = labels != -100
         targets = torch.where(counted, labels, 0)[:, None]  # (R, 1): an in-range index on ignored rows
         log_sum_exp = torch.empty(logits.shape[0])
-        for rows in _row_chunks(logits):
-            log_sum_exp[rows] = torch.logsumexp(logits[rows].float(), dim=-1)
+        if _c_cross_entropy_applies(logits):
+            _cross_entropy.log_sum_exp_bf16(_bits(logits.detach()), logits.shape[1], log_sum_exp.numpy())
+        else:
+            for rows in _row_chunks(logits):
+                log_sum_exp[rows] = torch.logsumexp(logits[rows].float(), dim=-1)
         picked = logits.gather(1, targets)[:, 0].float()  # (R,) the target's logit; raises if out of range
         ctx.save_for_backward(logits, targets, counted, log_sum_exp)
         return ((log_sum_exp - picked) * counted).sum() / counted.sum()  # 0 / 0 = nan if none counted, as torch
@@ -417,11 +427,21 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         logits, targets, counted, log_sum_exp = ctx.saved_tensors
         row_scale = counted * (grad_loss.float() / counted.sum())  # (R,): 0 on ignored rows
         grad = torch.empty_like(logits)
+        if _c_cross_entropy_applies(logits):
+            _cross_entropy.cross_entropy_grad_bf16(_bits(logits), logits.shape[1], log_sum_exp.numpy(),
+                                                   targets.reshape(-1).contiguous().numpy(), row_scale.numpy(),
+                                                   _bits(grad))
+            return grad, None
         for rows in _row_chunks(logits):
             softmax = logits[rows].float().sub_(log_sum_exp[rows, None]).exp_()  # (r, K)
             softmax.scatter_add_(1, targets[rows], softmax.new_full(targets[rows].shape, -1.0))
             torch.mul(softmax, row_scale[rows, None], out=grad[rows])
         return grad, None
+
+
+def _c_cross_entropy_applies(logits) -> bool:
+    return (_cross_entropy is not None and logits.dtype == torch.bfloat16 and logits.device.type == "cpu"
+            and logits.is_contiguous())
 
 
 def _row_chunks(matrix):
