@@ -53,6 +53,10 @@ def test_the_engines_bf16_step_gets_autograds_gradients_through_it(monkeypatch):
     calls = []
     real = bf16_gemm.add_transposed_product
     monkeypatch.setattr(bf16_gemm, "add_transposed_product", lambda *a: calls.append(a[0].shape) or real(*a))
+    from mindtransformer.backends.torch import train
+
+    # torch's optimizer.step (replaced below to see the gradients), not the C update (test_torch_adamw.py)
+    monkeypatch.setattr(train.adamw, "can_step", lambda optimizer: False)
     engine = engine_for("torch", learning_rate=1e-3, precision="bf16", clip_grad_norm=0.0)  # .grad unclipped
     reference = engine_for("torch", learning_rate=1e-3, precision="bf16")  # the same seed, the same weights
     seen = {}
