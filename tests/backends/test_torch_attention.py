@@ -207,3 +207,55 @@ def test_c_softmax_weights_round_as_torchs_softmax():
     assert (weights == theirs).float().mean() > 0.99995
     steps = (weights.view(torch.int16).int() - theirs.view(torch.int16).int()).abs()
     assert int(steps.max()) <= 1
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("weights_kept", [True, False])
+def test_attention_over_projected_heads_is_the_split_heads_attention(precision, weights_kept, monkeypatch):
+    """Self-attention as BertSelfAttention runs it (ops.project, split_heads, attention,
+    merge_heads) takes its heads from the projections' one (B, T, 3H) output a chunk at a time and
+    gives that output's gradient whole: the same output and gradients, bit for bit, as attention
+    over the three heads copied apart."""
+    monkeypatch.setattr(ops, "_KEPT_WEIGHTS", 1 << 30 if weights_kept else 0)
+    monkeypatch.setattr(ops, "_CHUNK_WEIGHTS", 2 * N * T * T)  # chunks of 2 examples
+    torch.manual_seed(0)
+    hidden = N * D
+    layers = [torch.nn.Linear(hidden, hidden) for _ in range(3)]
+    x = torch.randn(B, T, hidden)
+    upstream = torch.randn(B, T, hidden)
+    bias = qkv_and_bias()[3]
+    heads_seen = []
+    apply = ops._TrainingAttention.apply
+    monkeypatch.setattr(ops._TrainingAttention, "apply", lambda *a: heads_seen.append(a[-1]) or apply(*a))
+
+    def run():
+        leaf = x.clone().requires_grad_()
+        for layer in layers:
+            layer.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            q, k, v = (ops.split_heads(t, N) for t in ops.project(leaf, layers))
+            out = ops.merge_heads(ops.attention(q, k, v, bias, 0.2))
+        out.float().backward(upstream)
+        return [out.detach(), leaf.grad] + [p.grad for layer in layers for p in layer.parameters()]
+
+    packed = run()
+    assert heads_seen == [N]  # the packed path
+    monkeypatch.setattr(ops, "_packed_projections", lambda *a: None)
+    apart = run()
+    assert heads_seen == [N, 0]
+    for index, (ours, theirs) in enumerate(zip(packed, apart)):
+        assert torch.equal(ours, theirs), index
+
+
+def test_attention_takes_heads_apart_when_they_are_not_one_projections_three():
+    """Heads of another tensor, or in another order, are not taken for packed projections."""
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(N * D, N * D) for _ in range(3)]
+    q, k, v = (ops.split_heads(t, N) for t in ops.project(torch.randn(B, T, N * D), layers))
+    other = ops.split_heads(ops.project(torch.randn(B, T, N * D), layers)[1], N)
+    assert ops._packed_projections(q, k, v, torch.float32) is not None
+    assert ops._packed_projections(q, other, v, torch.float32) is None
+    assert ops._packed_projections(k, q, v, torch.float32) is None
+    assert ops._packed_projections(q, k, v, torch.bfloat16) is None
+    assert ops._packed_projections(q.contiguous(), k, v, torch.float32) is None

@@ -92,25 +92,52 @@ def attention(query, key, value, bias, dropout_p: float):
     """
     if dropout_p == 0.0 or query.device.type != "cpu":
         return F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout_p)
-    # The Function computes in one dtype (autocast's matmul dtype when on) on contiguous (B, N, T, D):
-    # its batched matmuls would otherwise copy the strided heads (split from (B, T, H)) on every
-    # call, forward and backward. (`.contiguous()`, not `.to(memory_format=...)`, which returns a
-    # tensor already in the dtype as it is, strided.)
+    # The Function computes in one dtype (autocast's matmul dtype when on) on contiguous (b, N, T, D)
+    # chunks: its batched matmuls would otherwise copy the strided heads on every call, forward and
+    # backward.
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else query.dtype
-    query, key, value = (t.to(dtype).contiguous() for t in (query, key, value))
     masks = DropoutMasks(dropout_p)
     keep = masks.multiplier(query.shape[:-1] + key.shape[-2:-1], dtype, rows=query.shape[0])
-    return _TrainingAttention.apply(query, key, value, bias, keep, masks.scale)
+    packed = _packed_projections(query, key, value, dtype)
+    if packed is not None:
+        # the context (B, T, H) seen as (B, N, T, D): merge_heads then copies nothing
+        batch, heads, length, size = query.shape
+        context = _TrainingAttention.apply(packed, None, None, bias, keep, masks.scale, heads)
+        return context.view(batch, length, heads, size).transpose(1, 2)
+    # (`.contiguous()`, not `.to(memory_format=...)`, which returns a tensor already in the dtype
+    # as it is, strided.)
+    query, key, value = (t.to(dtype).contiguous() for t in (query, key, value))
+    return _TrainingAttention.apply(query, key, value, bias, keep, masks.scale, 0)
+
+
+def _packed_projections(query, key, value, dtype):
+    """The (B, T, 3H) projections (`project`'s one output for query, key and value) of which query,
+    key and value (B, N, T, D) are the three column blocks split into heads (self-attention
+    without a prefix), in `dtype`; else None."""
+    packed = getattr(query, "projections", (None,))[0]
+    if packed is None or packed.dtype != dtype or not packed.is_contiguous():
+        return None
+    batch, heads, length, size = query.shape
+    hidden = heads * size
+    if tuple(packed.shape) != (batch, length, 3 * hidden):
+        return None
+    strides = (length * 3 * hidden, size, 3 * hidden, 1)
+    for index, part in enumerate((query, key, value)):
+        source, position = getattr(part, "projections", (None, None))
+        if (source is not packed or position != index or part.stride() != strides
+                or part.data_ptr() != packed.data_ptr() + index * hidden * packed.element_size()):
+            return None
+    return packed
 
 
 _CHUNK_WEIGHTS = 1 << 21  # attention weights per chunk of examples: 4 MB in bfloat16, cache-sized
 _KEPT_WEIGHTS = 1 << 23  # a layer's weights up to this many (16 MB in bfloat16) are kept for backward
 
 
-def _example_chunks(query, key):
-    """Slices of the batch whose (b, N, Tq, T) attention weights fit in cache (at least one example)."""
-    batch, heads, length = query.shape[:3]
-    step = max(1, _CHUNK_WEIGHTS // (heads * length * key.shape[-2]))
+def _example_chunks(keep):
+    """Slices of the batch whose (b, N, Tq, T) attention weights (keep's shape) fit in cache (at least one example)."""
+    batch, heads, queries, keys = keep.shape
+    step = max(1, _CHUNK_WEIGHTS // (heads * queries * keys))
     return [slice(i, i + step) for i in range(0, batch, step)]
 
 
@@ -126,23 +153,23 @@ def _scaled_matmul(a, b, alpha: float, out=None):
     return out
 
 
-def _softmax_weights(query, key, bias, rows, keep=None):
-    """The examples `rows` of (B, N, Tq, D), (B, N, T, D), (B, 1, 1, T) or None -> (b, N, Tq, T):
-    softmax(q k^T / sqrt(D)), and those weights times keep[rows] when keep (B, N, Tq, T) is given
-    (else None). bf16 in one C pass over the scores (csrc/attention.c) where torch makes three."""
-    weights = _scaled_matmul(query[rows], key[rows].transpose(-1, -2), query.shape[-1] ** -0.5)
+def _softmax_weights(query, key, bias, keep=None):
+    """(b, N, Tq, D), (b, N, T, D), (b, 1, 1, T) or None -> (b, N, Tq, T): softmax(q k^T / sqrt(D)),
+    and those weights times keep (b, N, Tq, T) when given (else None). bf16 in one C pass over the
+    scores (csrc/attention.c) where torch makes three."""
+    weights = _scaled_matmul(query, key.transpose(-1, -2), query.shape[-1] ** -0.5)
     if _attention is not None and weights.dtype == torch.bfloat16 and weights.device.type == "cpu":
         dropped = None if keep is None else torch.empty(weights.shape, dtype=weights.dtype)
-        attend = None if bias is None else bias[rows].reshape(-1, weights.shape[-1]).to(torch.uint8).contiguous()
-        _attention.softmax_keep(_bits(weights), None if keep is None else _bits(keep[rows]), _bits(weights),
+        attend = None if bias is None else bias.reshape(-1, weights.shape[-1]).to(torch.uint8).contiguous()
+        _attention.softmax_keep(_bits(weights), None if keep is None else _bits(keep), _bits(weights),
                                 None if dropped is None else _bits(dropped), None if attend is None else attend.numpy(),
                                 weights.shape[-1], weights.shape[1] * weights.shape[2])  # the softmax in place
         return weights, dropped
     if bias is not None:
         # the dtype's lowest value, not -inf: a row with every key masked stays finite (uniform)
-        weights.masked_fill_(~bias[rows], torch.finfo(weights.dtype).min)
+        weights.masked_fill_(~bias, torch.finfo(weights.dtype).min)
     weights = torch.softmax(weights, dim=-1)
-    return weights, None if keep is None else weights * keep[rows]
+    return weights, None if keep is None else weights * keep
 
 
 def _softmax_backward(weights, kept, grad_dropped):
@@ -155,6 +182,84 @@ def _softmax_backward(weights, kept, grad_dropped):
         return weights_kept, grad_dropped
     grad_weights = grad_dropped.mul_(kept)
     return weights * kept, torch._softmax_backward_data(grad_weights, weights, -1, weights.dtype)
+
+
+class _Heads:
+    """Where _TrainingAttention's chunks of examples come from and where its results go: contiguous
+    (b, N, T, D) query, key and value chunks, from the three tensors themselves (split), or from
+    the (B, T, 3H) projections they are column blocks of (packed, `heads` given): then each chunk
+    of the projections is copied into heads while in cache (and the copies kept for the backward
+    pass, in place of the whole tensors the split layout keeps), the output is written as
+    (B, T, H) and the projections' gradient as (B, T, 3H), so that merge_heads, and autograd's
+    transposes and concatenation of the three gradients, copy nothing."""
+
+    def __init__(self, query, key, value, heads: int):
+        self.heads = heads
+        if heads:
+            self.packed, self.shape, self.dtype, self.copies, self.tensors = query, tuple(query.shape), query.dtype, [], None
+        else:
+            self.packed, self.tensors = None, (query, key, value)
+
+    def chunk(self, rows, index: int) -> tuple:
+        """The examples `rows` (chunk number `index`) as contiguous (b, N, Tq, D), (b, N, T, D) x2."""
+        if self.tensors is not None:
+            return tuple(t[rows] for t in self.tensors)
+        if index < len(self.copies):  # the backward pass: the forward's copies
+            return self.copies[index]
+        part = self.packed[rows]  # (b, T, 3H)
+        batch, length, width = part.shape
+        heads = part.view(batch, length, 3, self.heads, width // (3 * self.heads)).permute(2, 0, 3, 1, 4)
+        self.copies.append(heads.contiguous().unbind(0))  # one copy for the three
+        return self.copies[-1]
+
+    def forget_input(self) -> None:
+        """After the forward pass: the copies are what the backward pass reads."""
+        self.packed = None
+
+    def new_output(self):
+        if self.tensors is None:
+            return torch.empty(self.shape[:-1] + (self.shape[-1] // 3,), dtype=self.dtype)  # (B, T, H)
+        query, _, value = self.tensors
+        return query.new_empty(query.shape[:-1] + value.shape[-1:])  # (B, N, Tq, D)
+
+    def output_slot(self, output, rows):
+        """Where the chunk's (b, N, Tq, D) output is to be written (then `put_output`)."""
+        return output[rows] if self.tensors is not None else None
+
+    def put_output(self, output, rows, chunk_output) -> None:
+        if self.tensors is None:
+            batch, heads, length, size = chunk_output.shape
+            output[rows].view(batch, length, heads, size).copy_(chunk_output.transpose(1, 2))
+
+    def output_gradient(self, grad_output, rows, scale: float):
+        """The chunk's output gradient times `scale` as a contiguous (b, N, Tq, D) (grad_output
+        may be any view: merge_heads' gradient is a transposed one)."""
+        chunk = grad_output[rows]
+        if self.tensors is None:  # (b, T, H)
+            batch, length, width = chunk.shape
+            chunk = chunk.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
+        return torch.mul(chunk, scale, out=torch.empty(chunk.shape, dtype=chunk.dtype))
+
+    def new_gradients(self):
+        if self.tensors is None:
+            return torch.empty(self.shape, dtype=self.dtype)  # (B, T, 3H)
+        return [torch.empty(t.shape, dtype=t.dtype) for t in self.tensors]
+
+    def gradient_slots(self, gradients, rows, query) -> list:
+        """Where the chunk's query, key and value gradients are to be written (then `put_gradients`)."""
+        if self.tensors is not None:
+            return [g[rows] for g in gradients]
+        self._chunk_gradients = torch.empty((3,) + tuple(query.shape), dtype=query.dtype)  # (3, b, N, T, D)
+        return list(self._chunk_gradients.unbind(0))
+
+    def put_gradients(self, gradients, rows) -> None:
+        if self.tensors is None:
+            _, batch, heads, length, size = self._chunk_gradients.shape
+            target = gradients[rows].view(batch, length, 3, heads, size).permute(2, 0, 3, 1, 4)
+            target.copy_(self._chunk_gradients)
+
+    def input_gradients(self, gradients) -> tuple:
+        return tuple(gradients) if self.tensors is not None else (gradients, None, None)
 
 
 class _TrainingAttention(torch.autograd.Function):
@@ -174,41 +279,47 @@ class _TrainingAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, query, key, value, bias, keep, scale: float):
-        # query (B, N, Tq, D), key, value (B, N, T, D), all contiguous; bias (B, 1, 1, T) bool
-        # (True = attend) or None; keep (B, N, Tq, T): 1 keep, 0 drop, in the query's dtype
+    def forward(ctx, query, key, value, bias, keep, scale: float, heads: int):
+        # query, key, value contiguous (B, N, Tq, D), (B, N, T, D) x2 and heads 0, or query the
+        # packed (B, T, 3H) projections, key and value None and heads N (see _Heads); bias
+        # (B, 1, 1, T) bool (True = attend) or None; keep (B, N, Tq, T): 1 keep, 0 drop, in the
+        # computation's dtype
+        layout = _Heads(query, key, value, heads)
         ctx.scale = scale
         ctx.empty_rows = bias is not None and not bool(bias.any(dim=-1).all())
-        ctx.save_for_backward(query, key, value, bias, keep)
+        ctx.save_for_backward(*(layout.tensors or (None, None, None)), bias, keep)
         ctx.kept_weights = [] if keep.numel() <= _KEPT_WEIGHTS else None  # each chunk's (b, N, Tq, T)
-        output = query.new_empty(query.shape[:-1] + value.shape[-1:])
-        for rows in _example_chunks(query, key):
-            weights, dropped = _softmax_weights(query, key, bias, rows, keep)
+        output = layout.new_output()
+        for index, rows in enumerate(_example_chunks(keep)):
+            q, k, v = layout.chunk(rows, index)
+            weights, dropped = _softmax_weights(q, k, None if bias is None else bias[rows], keep[rows])
             if ctx.kept_weights is not None:
                 ctx.kept_weights.append(weights)
-            _scaled_matmul(dropped, value[rows], scale, out=output[rows])
+            layout.put_output(output, rows, _scaled_matmul(dropped, v, scale, out=layout.output_slot(output, rows)))
+        layout.forget_input()
+        ctx.layout = layout if heads else None  # the split layout comes back from the saved tensors
         return output
 
     @staticmethod
-    def backward(ctx, grad_output):  # (B, N, Tq, D)
+    def backward(ctx, grad_output):  # (B, N, Tq, D), or (B, T, H) when packed
         query, key, value, bias, keep = ctx.saved_tensors
-        query_scale = query.shape[-1] ** -0.5
-        # contiguous whatever merge_heads' gradient is (a transposed view): see `attention`
-        grad_output = torch.mul(grad_output, ctx.scale, out=torch.empty(grad_output.shape, dtype=grad_output.dtype))
-        grad_query, grad_key, grad_value = (torch.empty(t.shape, dtype=t.dtype) for t in (query, key, value))
-        for chunk, rows in enumerate(_example_chunks(query, key)):
-            q, k, v, g, kept = query[rows], key[rows], value[rows], grad_output[rows], keep[rows]
-            if ctx.kept_weights is None:
-                weights = _softmax_weights(query, key, bias, rows)[0]  # (b, N, Tq, T)
-            else:
-                weights = ctx.kept_weights[chunk]
+        layout = ctx.layout or _Heads(query, key, value, 0)
+        gradients = layout.new_gradients()
+        for chunk, rows in enumerate(_example_chunks(keep)):
+            q, k, v = layout.chunk(rows, chunk)
+            g, kept = layout.output_gradient(grad_output, rows, ctx.scale), keep[rows]
+            attend = None if bias is None else bias[rows]
+            weights = _softmax_weights(q, k, attend)[0] if ctx.kept_weights is None else ctx.kept_weights[chunk]
             weights_kept, grad_scores = _softmax_backward(weights, kept, _scaled_matmul(g, v.transpose(-1, -2), 1.0))
-            _scaled_matmul(weights_kept.transpose(-1, -2), g, 1.0, out=grad_value[rows])
+            grad_q, grad_k, grad_v = layout.gradient_slots(gradients, rows, q)
+            _scaled_matmul(weights_kept.transpose(-1, -2), g, 1.0, out=grad_v)
             if ctx.empty_rows:
-                grad_scores.masked_fill_(~bias[rows], 0)
-            _scaled_matmul(grad_scores, k, query_scale, out=grad_query[rows])
-            _scaled_matmul(grad_scores.transpose(-1, -2), q, query_scale, out=grad_key[rows])
-        return grad_query, grad_key, grad_value, None, None, None
+                grad_scores.masked_fill_(~attend, 0)
+            query_scale = q.shape[-1] ** -0.5
+            _scaled_matmul(grad_scores, k, query_scale, out=grad_q)
+            _scaled_matmul(grad_scores.transpose(-1, -2), q, query_scale, out=grad_k)
+            layout.put_gradients(gradients, rows)
+        return (*layout.input_gradients(gradients), None, None, None, None)
 
 
 def dropout(x, p: float, residual=None):
@@ -333,9 +444,12 @@ def attend_prefix(bias, length: int):
 
 
 def split_heads(x, num_heads: int):
-    """(B, T, H) -> (B, N, T, D)."""
+    """(B, T, H) -> (B, N, T, D), a view (which keeps `project`'s note of where x comes from)."""
     batch, length, hidden = x.shape
-    return x.view(batch, length, num_heads, hidden // num_heads).transpose(1, 2)
+    heads = x.view(batch, length, num_heads, hidden // num_heads).transpose(1, 2)
+    if hasattr(x, "projections"):
+        heads.projections = x.projections
+    return heads
 
 
 def merge_heads(x):
@@ -361,8 +475,12 @@ def project(x, layers):
                for layer in layers):
         return [layer(x) for layer in layers]
     bias = torch.cat([layer.bias for layer in layers])
-    return weight_grads.linear(x, tuple(layer.weight for layer in layers), bias).split(
-        [layer.out_features for layer in layers], dim=-1)
+    packed = weight_grads.linear(x, tuple(layer.weight for layer in layers), bias)  # (B, T, sum O_i)
+    outputs = packed.split([layer.out_features for layer in layers], dim=-1)
+    for index, output in enumerate(outputs):
+        # for `attention`, through split_heads: it can take the three heads from `packed` itself
+        output.projections = (packed, index)
+    return outputs
 
 
 tanh = torch.tanh
