@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from mindtransformer.backends.torch.optim import adam_steps
+
 try:
     from mindtransformer.backends.torch import _adamw
 except ImportError:  # built without a C compiler: torch's AdamW and passes run
@@ -40,21 +42,12 @@ def step(optimizer, grad_scale: float, copies: dict) -> set:
     gradient zeroed and copies[id(p)] (a contiguous bf16 tensor of p's shape, where given) set to
     the updated p. Returns the ids of the parameters updated (those with a gradient)."""
     updated = set()
-    for group in optimizer.param_groups:
+    for group, p, state in adam_steps(optimizer):
         beta1, beta2 = group["betas"]
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            state = optimizer.state[p]
-            if not state:  # as torch's AdamW makes it for a fused step
-                state["step"] = torch.zeros((), dtype=torch.float32)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["step"] += 1
-            copy = copies.get(id(p))
-            _adamw.adamw_step(p.detach().numpy(), p.grad.numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
-                              None if copy is None else copy.view(torch.int16).numpy(), group["lr"], beta1, beta2,
-                              group["eps"], group["weight_decay"], float(state["step"]), grad_scale)
-            torch.autograd.graph.increment_version(p)  # changed in place, as autograd and WeightCasts see it
-            updated.add(id(p))
+        copy = copies.get(id(p))
+        _adamw.adamw_step(p.detach().numpy(), p.grad.numpy(), state["exp_avg"].numpy(), state["exp_avg_sq"].numpy(),
+                          None if copy is None else copy.view(torch.int16).numpy(), group["lr"], beta1, beta2,
+                          group["eps"], group["weight_decay"], float(state["step"]), grad_scale)
+        torch.autograd.graph.increment_version(p)  # changed in place, as autograd and WeightCasts see it
+        updated.add(id(p))
     return updated
