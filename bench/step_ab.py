@@ -12,7 +12,7 @@ functions that switch the code to A and to B, e.g. a C kernel off and on:
         def b(): ops._attention = kernels
         return a, b
 
-    taskset -c 0 .venv/bin/python bench/step_ab.py variant.py [--batch 32] [--steps 10]
+    taskset -c 0 .venv/bin/python bench/step_ab.py variant.py [--batch 32] [--steps 10] [--block 1]
 """
 
 import argparse
@@ -32,9 +32,13 @@ def main() -> None:
     parser.add_argument("variant", help="a Python file defining setup(engine) -> (switch_to_a, switch_to_b)")
     parser.add_argument("--batch", type=int, default=32, help="samples per step (one micro-batch)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps of each of A and B")
+    parser.add_argument("--block", type=int, default=1,
+                        help="steps of A, then of B, in a row, the first of each block untimed: for a change "
+                             "whose step leaves work for the next (an update that writes the next forward "
+                             "pass's weight casts), where alternating step by step would mix A's and B's costs")
     args = parser.parse_args()
-    if args.batch < 1 or args.steps < 1:
-        parser.error("--batch and --steps must be >= 1")
+    if args.batch < 1 or args.steps < 1 or args.block < 1:
+        parser.error("--batch, --steps and --block must be >= 1")
     spec = importlib.util.spec_from_file_location("variant", args.variant)
     if spec is None or not os.path.isfile(args.variant):
         parser.error(f"variant: no Python file at {args.variant}")
@@ -55,11 +59,13 @@ def main() -> None:
         switch()
         step(0)
     times = {"A": [], "B": []}
-    for index in range(args.steps):
+    for index in range(-(-args.steps // args.block)):
         order = (("A", switch_to_a), ("B", switch_to_b)) if index % 2 == 0 else (("B", switch_to_b), ("A", switch_to_a))
         for name, switch in order:
             switch()
-            times[name].append(step(index))
+            if args.block > 1:
+                step(index)  # the step after the switch pays for the other variant's last one
+            times[name].extend(step(index) for _ in range(min(args.block, args.steps - len(times[name]))))
     a, b = statistics.median(times["A"]), statistics.median(times["B"])
     for name, values in times.items():
         print(f"{name} step ms {[round(v) for v in values]} median {statistics.median(values):.0f}")

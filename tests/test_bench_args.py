@@ -98,7 +98,8 @@ def test_the_trainer_benches_refuse_an_abbreviated_or_misspelled_flag(script, fl
 
 
 @pytest.mark.parametrize("arguments, message", [(["no_such_variant.py"], "variant: no Python file at no_such_variant.py"),
-                                                (["v.py", "--step", "3"], "unrecognized arguments: --step")])
+                                                (["v.py", "--step", "3"], "unrecognized arguments: --step"),
+                                                (["v.py", "--block", "0"], "--batch, --steps and --block must be >= 1")])
 def test_step_ab_refuses_a_missing_variant_and_a_misspelled_flag_in_one_line(arguments, message):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "step_ab.py"), *arguments],
                           capture_output=True, text=True, cwd=ROOT)
