@@ -139,10 +139,10 @@ class WeightCasts:
     def get(self, weights: tuple, dtype) -> torch.Tensor:
         """(sum O_i, I) in `dtype`: the weights as they are now."""
         shape = (sum(w.shape[0] for w in weights),) + tuple(weights[0].shape[1:])
-        entry = self._entries.get((tuple(map(id, weights)), dtype))
+        key = (tuple(map(id, weights)), dtype)
+        entry = self._entries.get(key)
         if entry is None or tuple(entry[0].shape) != shape or entry[0].device != weights[0].device:
-            entry = [weights[0].new_empty(shape, dtype=dtype), weights, None]
-            self._entries[(tuple(map(id, weights)), dtype)] = entry
+            entry = self._entries[key] = [weights[0].new_empty(shape, dtype=dtype), weights, None]
         buffer, _, states = entry
         now = [_state(w) for w in weights]
         if states != now:
